@@ -1,0 +1,39 @@
+"""The `ahci-emu` command: a thin dispatcher over emu.commands.*."""
+
+import argparse
+import importlib
+import sys
+
+from emu import __version__
+from emu.errors import EmuError
+
+COMMANDS = ("run",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ahci-emu",
+        description="An emulated AHCI/SATA controller: boot small x86 test guests under "
+        "Unicorn on disks made of raw or VDI differencing images.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"emu.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EmuError as exc:
+        print(f"ahci-emu: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("ahci-emu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

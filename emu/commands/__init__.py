@@ -1,0 +1,1 @@
+"""Sub-commands of `ahci-emu`, one module each, registered by emu.cli."""

@@ -1,0 +1,223 @@
+"""The board: assembles CPU, RAM, buses and devices, loads a guest and runs it."""
+
+import sys
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_ERR_EXCEPTION,
+    UC_ERR_INSN_INVALID,
+    UC_HOOK_INSN,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ_UNMAPPED,
+    UC_HOOK_MEM_WRITE_UNMAPPED,
+    UC_HOOK_TLB_FILL,
+    UC_MEM_FETCH,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_MODE_32,
+    UC_PROT_ALL,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    UC_TLB_VIRTUAL,
+    Uc,
+    UcError,
+)
+from unicorn.x86_const import (
+    UC_X86_INS_IN,
+    UC_X86_INS_OUT,
+    UC_X86_REG_CR0,
+    UC_X86_REG_CR3,
+    UC_X86_REG_CS,
+    UC_X86_REG_DS,
+    UC_X86_REG_EAX,
+    UC_X86_REG_EBX,
+    UC_X86_REG_EFLAGS,
+    UC_X86_REG_EIP,
+    UC_X86_REG_ES,
+    UC_X86_REG_FS,
+    UC_X86_REG_GDTR,
+    UC_X86_REG_GS,
+    UC_X86_REG_SS,
+)
+
+from emu.machine import debugexit, uart
+from emu.machine.bus import MmioBus, PortBus, StrayReporter
+from emu.machine.errors import GuestFault, GuestTimeout, Interrupted
+from emu.machine.loader import load_multiboot
+from emu.machine.memory import PAGE_SIZE, GuestMemory
+from emu.machine.pagewalk import translate
+from emu.machine.pci import PciHost
+from emu.machine.q35 import attach_chipset
+from emu.machine.watchdog import Watchdog
+
+EFLAGS_IF = 1 << 9
+CR0_PG = 1 << 31
+HLT_OPCODE = 0xF4
+_STOP_AT = 0xFFFFFFFF  # emu_start's "until": an address no guest executes
+
+EXCEPTION_NAMES = {
+    0: "#DE",
+    1: "#DB",
+    2: "NMI",
+    3: "#BP",
+    4: "#OF",
+    5: "#BR",
+    6: "#UD",
+    7: "#NM",
+    8: "#DF",
+    10: "#TS",
+    11: "#NP",
+    12: "#SS",
+    13: "#GP",
+    14: "#PF",
+    16: "#MF",
+    17: "#AC",
+    18: "#MC",
+    19: "#XM",
+}
+
+
+@dataclass
+class BoardConfig:
+    memory_mib: int = 128
+    strict: bool = False
+    serial: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
+
+
+class Board:
+    """A q35-shaped PC with no firmware: RAM, COM1, debug exit, PCI bus 0."""
+
+    def __init__(self, config: BoardConfig) -> None:
+        self.config = config
+        self.memory = GuestMemory(config.memory_mib << 20)
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.host_address)
+        # The virtual TLB with an identity fill skips Unicorn's slow store path (DESIGN.md).
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
+        self.ports = PortBus(self.reporter)
+        self.mmio = MmioBus(uc, self.memory.size, self.reporter)
+        self.exit_code: int | None = None
+        self._fault: str | None = None
+
+        self.uart = uart.Uart16550(config.serial)
+        self.ports.register(uart.BASE, uart.LENGTH, self.uart.read, self.uart.write)
+        self.debug_exit = debugexit.DebugExit(self._guest_exit)
+        self.ports.register(
+            debugexit.BASE, debugexit.LENGTH, self.debug_exit.read, self.debug_exit.write
+        )
+        self.pci = PciHost()
+        self.ports.register(PciHost.ADDRESS_PORT, 4, self.pci.read_address, self.pci.write_address)
+        self.ports.register(PciHost.DATA_PORT, 4, self.pci.read_data, self.pci.write_data)
+        attach_chipset(self.pci, self.ports)
+
+        uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._unmapped)
+        uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._fetch_unmapped)
+        uc.hook_add(UC_HOOK_INTR, self._exception)
+
+    # -- hooks (Unicorn calls these from inside emu_start) ------------------------------
+
+    def eip(self) -> int:
+        return self.uc.reg_read(UC_X86_REG_EIP)
+
+    def _tlb_fill(self, uc, vaddr: int, access: int, entry, _ud) -> bool:
+        if uc.reg_read(UC_X86_REG_CR0) & CR0_PG:
+            paddr = translate(self.memory, uc.reg_read(UC_X86_REG_CR3), vaddr, access)
+            if paddr is None:
+                return False
+        else:
+            paddr = vaddr & ~(PAGE_SIZE - 1)
+        entry.paddr = paddr
+        # Only pages the guest executes from are mapped executable (DESIGN.md).
+        entry.perms = UC_PROT_ALL if access == UC_MEM_FETCH else UC_PROT_READ | UC_PROT_WRITE
+        return True
+
+    def _port_in(self, _uc, port: int, size: int, _ud) -> int:
+        return self.ports.read(port, size)
+
+    def _port_out(self, _uc, port: int, size: int, value: int, _ud) -> None:
+        self.ports.write(port, size, value)
+
+    def _unmapped(self, _uc, access: int, address: int, _size: int, _value: int, _ud) -> bool:
+        return self.mmio.open_bus(address, access == UC_MEM_WRITE_UNMAPPED)
+
+    def _fetch_unmapped(self, uc, _access: int, address: int, *_args) -> bool:
+        self._fault = f"guest jumped to 0x{address:08x}, where nothing executable is mapped"
+        uc.emu_stop()
+        return False
+
+    def _exception(self, uc, vector: int, _ud) -> None:
+        name = EXCEPTION_NAMES.get(vector, "software interrupt" if vector >= 32 else "reserved")
+        self._fault = f"unhandled CPU exception: vector {vector} ({name}) at EIP=0x{self.eip():08x}"
+        uc.emu_stop()
+
+    def _guest_exit(self, code: int) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+        self.uc.emu_stop()
+
+    # -- loading and running -------------------------------------------------------------
+
+    def load(self, path: str, cmdline: str = "") -> None:
+        boot = load_multiboot(self.memory, path, cmdline)
+        uc = self.uc
+        uc.reg_write(UC_X86_REG_GDTR, (0, boot.gdt_address, boot.gdt_limit, 0))
+        uc.reg_write(UC_X86_REG_CS, boot.code_selector)
+        for reg in (UC_X86_REG_DS, UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS, UC_X86_REG_SS):
+            uc.reg_write(reg, boot.data_selector)
+        uc.reg_write(UC_X86_REG_EAX, boot.eax)
+        uc.reg_write(UC_X86_REG_EBX, boot.info_address)
+        uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
+        uc.reg_write(UC_X86_REG_EIP, boot.entry)
+
+    def run(self, timeout: float) -> int:
+        """Run until the guest writes the debug-exit port; return the value written."""
+        with Watchdog(timeout, self.uc.emu_stop) as watchdog:
+            while True:
+                try:
+                    self.uc.emu_start(self.eip(), _STOP_AT)
+                except UcError as exc:
+                    if self._fault is None:
+                        self._fault = self._describe(exc)
+                if self._verdict(watchdog) is None:
+                    self._halted(watchdog)
+                if (code := self._verdict(watchdog)) is not None:
+                    return code
+
+    def _verdict(self, watchdog: Watchdog) -> int | None:
+        """The guest's exit code if the run is over; raises if it ended abnormally."""
+        if self.reporter.error is not None:  # it came first: the stop lands at the block's end
+            raise self.reporter.error
+        if self.exit_code is not None:
+            return self.exit_code
+        if self._fault is not None:
+            raise GuestFault(self._fault)
+        if watchdog.reason == "timeout":
+            raise GuestTimeout(
+                f"guest still running after its {watchdog.timeout:g} s budget "
+                f"(EIP=0x{self.eip():08x})"
+            )
+        if watchdog.reason == "interrupt":
+            raise Interrupted("interrupted")
+        return None
+
+    def _halted(self, watchdog: Watchdog) -> None:
+        """emu_start returned without a verdict: the guest executed HLT; wait for a wake-up."""
+        eip = self.eip()
+        if not (0 < eip <= self.memory.size and self.memory.mem[eip - 1] == HLT_OPCODE):
+            raise GuestFault(f"guest stopped for no known reason at EIP=0x{eip:08x}")
+        if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            raise GuestFault(f"guest halted with interrupts disabled at EIP=0x{eip - 1:08x}")
+        watchdog.wait()  # no device raises interrupts yet: only the budget can end a halt
+
+    def _describe(self, exc: UcError) -> str:
+        if exc.errno == UC_ERR_INSN_INVALID:
+            return f"unhandled CPU exception: vector 6 (#UD) at EIP=0x{self.eip():08x}"
+        if exc.errno == UC_ERR_EXCEPTION:
+            return f"unhandled CPU exception at EIP=0x{self.eip():08x}"
+        return f"CPU stopped: {exc} at EIP=0x{self.eip():08x}"

@@ -1,0 +1,37 @@
+"""Why a run stopped abnormally, with the exit status `ahci-emu run` gives for each."""
+
+from emu.errors import EmuError
+
+
+class MachineError(EmuError):
+    """The board cannot be built or the guest cannot be loaded (exit status 1)."""
+
+
+class LoadError(MachineError):
+    """The guest file is not a loadable multiboot ELF32."""
+
+
+class RunStop(EmuError):
+    """The guest's run ended abnormally; ``exit_status`` says how."""
+
+
+class GuestTimeout(RunStop):
+    exit_status = 124
+
+
+class StrayAccess(RunStop):
+    """An access to an address or port nothing decodes, under --strict."""
+
+    exit_status = 125
+
+
+class GuestFault(RunStop):
+    """A CPU exception the guest did not handle, or a halt it cannot leave."""
+
+    exit_status = 126
+
+
+class Interrupted(RunStop):
+    """Ctrl-C (SIGINT) or SIGTERM."""
+
+    exit_status = 130

@@ -1,0 +1,1 @@
+"""The differencing-image stack: raw and VDI images, chains, machine folders."""

@@ -1,0 +1,36 @@
+"""The oracle's comparison itself: it must catch every unexplained difference."""
+
+from harness import Run, load_differences, unexplained
+
+ALLOW_MODEL = [
+    {
+        "guests": ["ident"],
+        "ours": r"model: AHCI-EMU.*",
+        "qemu": r"model: QEMU.*",
+        "reason": "model string is ours by design",
+    }
+]
+
+
+def test_identical_runs_have_no_differences():
+    assert unexplained("g", Run("a\nb\n", 0), Run("a\nb\n", 0), []) == []
+
+
+def test_differing_line_exit_code_and_length_are_all_reported():
+    problems = unexplained("g", Run("a\nX\nc\n", 1), Run("a\nb\n", 0), [])
+    assert problems == [
+        "exit code: ours 1, QEMU 0",
+        "line count: ours 3, QEMU 2",
+        "line 2: ours 'X', QEMU 'b'",
+    ]
+
+
+def test_listed_difference_is_allowed_only_for_its_guest():
+    ours, theirs = Run("model: AHCI-EMU HARDDISK\n", 0), Run("model: QEMU HARDDISK\n", 0)
+    assert unexplained("ident", ours, theirs, ALLOW_MODEL) == []
+    assert unexplained("other", ours, theirs, ALLOW_MODEL) != []
+
+
+def test_differences_file_entries_all_carry_a_reason():
+    for entry in load_differences():
+        assert entry["reason"].strip()
