@@ -1,6 +1,7 @@
 """`ahci-emu run`: boot a guest on the board and exit with the status it writes to 0xF4."""
 
 import argparse
+import contextlib
 import sys
 
 from emu.errors import EmuError
@@ -46,6 +47,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--serial", metavar="FILE", help="write the guest's COM1 output to FILE instead of stdout"
     )
     parser.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="attach a disk image to the next AHCI port (0, 1, ...); repeatable",
+    )
+    parser.add_argument(
+        "--trace", metavar="FILE", help="write one JSON line per AHCI command to FILE"
+    )
+    parser.add_argument(
+        "--trace-regs",
+        action="store_true",
+        help="with --trace, also one line per AHCI register access",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="stop (exit status 125) at the first access to a port or address "
@@ -60,21 +76,51 @@ def run(args: argparse.Namespace) -> int:
     guest = resolve_guest(args.guest)
     if args.timeout <= 0:
         raise EmuError("--timeout must be positive")
-    serial = open_serial(args.serial)
-    try:
-        board = Board(BoardConfig(memory_mib=args.memory, strict=args.strict, serial=serial))
+    if args.trace_regs and not args.trace:
+        raise EmuError("--trace-regs needs --trace FILE")
+    with contextlib.ExitStack() as stack:
+        disks = [stack.enter_context(open_disk(path)) for path in args.disk]
+        serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
+        trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
+        board = Board(
+            BoardConfig(
+                memory_mib=args.memory,
+                strict=args.strict,
+                serial=serial,
+                disks=disks,
+                trace=trace,
+                trace_registers=args.trace_regs,
+            )
+        )
         board.load(guest, args.append)
-        return board.run(args.timeout) & 0xFF
-    finally:
-        serial.flush()
-        if serial is not sys.stdout.buffer:
-            serial.close()
+        try:
+            return board.run(args.timeout) & 0xFF
+        finally:
+            for disk in disks:
+                disk.flush()  # what the guest wrote survives the run, flushed or not
 
 
-def open_serial(path: str | None):
-    if path is None:
-        return sys.stdout.buffer
+@contextlib.contextmanager
+def open_disk(path: str):
+    from emu.storage.raw import RawImage
+
+    disk = RawImage(path)
     try:
-        return open(path, "wb")  # closed by the caller
+        yield disk
+    finally:
+        disk.close()
+
+
+@contextlib.contextmanager
+def open_output(path: str | None, mode: str, default):
+    """``path`` opened for writing (closed afterwards), or ``default`` when no path is given."""
+    if path is None:
+        yield default
+        default.flush()
+        return
+    try:
+        stream = open(path, mode)  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise EmuError(f"{path}: cannot write serial output: {exc.strerror}") from exc
+        raise EmuError(f"{path}: cannot write: {exc.strerror}") from exc
+    with stream:
+        yield stream

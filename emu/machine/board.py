@@ -1,13 +1,15 @@
 """The board: assembles CPU, RAM, buses and devices, loads a guest and runs it."""
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from unicorn import (
     UC_ARCH_X86,
     UC_ERR_EXCEPTION,
     UC_ERR_INSN_INVALID,
+    UC_HOOK_BLOCK,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_UNMAPPED,
@@ -42,15 +44,20 @@ from unicorn.x86_const import (
     UC_X86_REG_SS,
 )
 
-from emu.machine import debugexit, uart
-from emu.machine.bus import MmioBus, PortBus, StrayReporter
-from emu.machine.errors import GuestFault, GuestTimeout, Interrupted
+from emu.ahci.hba import AhciHba
+from emu.ahci.trace import Tracer
+from emu.ata.disk import AtaDisk
+from emu.machine import apic, debugexit, uart
+from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
+from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError
+from emu.machine.interrupts import deliver
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 from emu.machine.pagewalk import translate
-from emu.machine.pci import PciHost
-from emu.machine.q35 import attach_chipset
+from emu.machine.pci import COMMAND_BUS_MASTER, Bar, PciHost
+from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
 from emu.machine.watchdog import Watchdog
+from emu.storage.blockdev import BlockDevice
 
 EFLAGS_IF = 1 << 9
 CR0_PG = 1 << 31
@@ -79,11 +86,19 @@ EXCEPTION_NAMES = {
 }
 
 
+Q35_PORTS = 6
+IDP_INDEX = 0x10  # AHCI index/data pair within BAR4 (ICH9)
+IDP_DATA = 0x14
+
+
 @dataclass
 class BoardConfig:
     memory_mib: int = 128
     strict: bool = False
     serial: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
+    disks: Sequence[BlockDevice] = ()  # on AHCI ports 0, 1, ...
+    trace: TextIO | None = None
+    trace_registers: bool = False
 
 
 class Board:
@@ -112,13 +127,78 @@ class Board:
         self.pci = PciHost()
         self.ports.register(PciHost.ADDRESS_PORT, 4, self.pci.read_address, self.pci.write_address)
         self.ports.register(PciHost.DATA_PORT, 4, self.pci.read_data, self.pci.write_data)
-        attach_chipset(self.pci, self.ports)
+        attach_chipset(self.pci)
+        self._attach_ahci(config)
+        self.apic = apic.LocalApic()
+        self.mmio.add(
+            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
+        )
+        self._stop_requested = False
+        self._if_watch: int | None = None
 
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._unmapped)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._fetch_unmapped)
         uc.hook_add(UC_HOOK_INTR, self._exception)
+
+    def _attach_ahci(self, config: BoardConfig) -> None:
+        if len(config.disks) > 32:
+            raise MachineError("an AHCI controller has at most 32 ports")
+        disks = [AtaDisk(dev) for dev in config.disks]
+        disks += [None] * (max(Q35_PORTS, len(disks)) - len(disks))
+        tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
+        self.hba = AhciHba(
+            self.memory,
+            disks,
+            self._ahci_interrupt,
+            lambda: bool(self.ahci_pci.command & COMMAND_BUS_MASTER),
+            tracer,
+        )
+        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.hba.write)
+        self.mmio.add(abar, None)
+        self._idp_base: int | None = None
+        self._idp_index = 0
+        self.ahci_pci = ahci_function(
+            Bar(ABAR_SIZE, on_move=lambda b: self.mmio.move(abar, b)),
+            Bar(IDP_SIZE, io=True, on_move=self._move_idp),
+        )
+        self.pci.attach(31, 2, self.ahci_pci)
+        self.ahci_pci.update_decoding()
+
+    def _move_idp(self, base: int | None) -> None:
+        if self._idp_base is not None:
+            self.ports.unregister(self._idp_base, IDP_SIZE)
+        self._idp_base = base
+        if base is not None:
+            self.ports.register(base, IDP_SIZE, self._idp_read, self._idp_write)
+
+    def _idp_read(self, offset: int, size: int) -> int:
+        if offset == IDP_INDEX:
+            return self._idp_index
+        if offset == IDP_DATA:
+            return self.hba.read(self._idp_index, size)
+        return 0
+
+    def _idp_write(self, offset: int, size: int, value: int) -> None:
+        if offset == IDP_INDEX:
+            self._idp_index = value & 0xFFC
+        elif offset == IDP_DATA:
+            self.hba.write(self._idp_index, size, value)
+
+    def _ahci_interrupt(self) -> None:
+        """The HBA raised an interrupt: an MSI to the local APIC when enabled."""
+        target = msi_target(self.ahci_pci)
+        if target is None or not self.ahci_pci.command & COMMAND_BUS_MASTER:
+            return  # INTx: no interrupt controller routes it on this board
+        address, data = target
+        if address & 0xFFF00000 == apic.BASE:
+            self.apic.accept(data & 0xFF)
+            self._request_stop()
+
+    def _request_stop(self) -> None:
+        self._stop_requested = True
+        self.uc.emu_stop()
 
     # -- hooks (Unicorn calls these from inside emu_start) ------------------------------
 
@@ -179,15 +259,40 @@ class Board:
         """Run until the guest writes the debug-exit port; return the value written."""
         with Watchdog(timeout, self.uc.emu_stop) as watchdog:
             while True:
+                self._stop_requested = False
                 try:
                     self.uc.emu_start(self.eip(), _STOP_AT)
                 except UcError as exc:
                     if self._fault is None:
                         self._fault = self._describe(exc)
-                if self._verdict(watchdog) is None:
-                    self._halted(watchdog)
                 if (code := self._verdict(watchdog)) is not None:
                     return code
+                if self._take_interrupt() or self._stop_requested:
+                    continue
+                self._halted(watchdog)
+                if (code := self._verdict(watchdog)) is not None:
+                    return code
+
+    def _take_interrupt(self) -> bool:
+        """Deliver the APIC's pending interrupt if EFLAGS.IF allows; else watch for STI."""
+        vector = self.apic.deliverable()
+        if vector is None:
+            return False
+        if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            if self._if_watch is None:
+                self._if_watch = self.uc.hook_add(UC_HOOK_BLOCK, self._watch_if)
+            return False
+        if self._if_watch is not None:
+            self.uc.hook_del(self._if_watch)
+            self._if_watch = None
+        self.apic.acknowledge(vector)
+        deliver(self.uc, self.memory, vector)
+        return True
+
+    def _watch_if(self, uc, _address: int, _size: int, _ud) -> None:
+        """While an interrupt waits on EFLAGS.IF, stop at the first block that runs with IF=1."""
+        if uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            self._request_stop()
 
     def _verdict(self, watchdog: Watchdog) -> int | None:
         """The guest's exit code if the run is over; raises if it ended abnormally."""
@@ -213,7 +318,9 @@ class Board:
             raise GuestFault(f"guest stopped for no known reason at EIP=0x{eip:08x}")
         if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             raise GuestFault(f"guest halted with interrupts disabled at EIP=0x{eip - 1:08x}")
-        watchdog.wait()  # no device raises interrupts yet: only the budget can end a halt
+        # Devices act only inside the guest's own accesses, so nothing pending now can
+        # arrive later: only the time budget (or Ctrl-C) ends this halt.
+        watchdog.wait()
 
     def _describe(self, exc: UcError) -> str:
         if exc.errno == UC_ERR_INSN_INVALID:

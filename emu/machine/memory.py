@@ -3,15 +3,12 @@
 import ctypes
 import mmap
 
+from emu.ahci.dma import HostBusError
 from emu.machine.errors import MachineError
 
 PAGE_SIZE = 0x1000
 # RAM is contiguous from 0 and must stay below q35's PCI hole (MMCONFIG at 0xB0000000).
 MAX_RAM = 0xB0000000
-
-
-class DmaError(Exception):
-    """A device touched guest-physical memory that is not RAM (a host bus error)."""
 
 
 class GuestMemory:
@@ -28,9 +25,9 @@ class GuestMemory:
         self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
 
     def view(self, address: int, length: int) -> memoryview:
-        """The RAM bytes [address, address+length) as a writable view; DmaError if not RAM."""
+        """The RAM bytes [address, address+length) as a writable view; HostBusError if not RAM."""
         if address < 0 or length < 0 or address + length > self.size:
-            raise DmaError(f"DMA to 0x{address:x}+0x{length:x} is outside guest RAM")
+            raise HostBusError(f"DMA to 0x{address:x}+0x{length:x} is outside guest RAM")
         return self.mem[address : address + length]
 
     def read(self, address: int, length: int) -> bytes:

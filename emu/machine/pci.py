@@ -30,7 +30,17 @@ INTERRUPT_PIN = 0x3D
 COMMAND_IO = 0x0001
 COMMAND_MEMORY = 0x0002
 COMMAND_BUS_MASTER = 0x0004
+COMMAND_PARITY = 0x0040
+COMMAND_SERR = 0x0100
 COMMAND_INTX_DISABLE = 0x0400
+COMMAND_WRITABLE = (
+    COMMAND_IO
+    | COMMAND_MEMORY
+    | COMMAND_BUS_MASTER
+    | COMMAND_PARITY
+    | COMMAND_SERR
+    | COMMAND_INTX_DISABLE
+)
 STATUS_CAP_LIST = 0x0010
 STATUS_W1C = 0xF900  # parity, signalled/received aborts, SERR: write one to clear
 
@@ -66,6 +76,7 @@ class PciFunction:
         revision: int = 0,
         subsystem: tuple[int, int] = (0, 0),
         header_type: int = 0,
+        command: int = 0,
         interrupt_pin: int = 0,
         interrupt_line: int = 0,
     ) -> None:
@@ -73,17 +84,15 @@ class PciFunction:
         self.wmask = bytearray(256)
         self.w1cmask = bytearray(256)
         self.bars: dict[int, Bar] = {}
-        self.on_write: Callable[[int, int], None] | None = None  # (offset, size) after a write
         struct.pack_into("<HH", self.config, VENDOR_ID, vendor, device)
         struct.pack_into("<I", self.config, REVISION_ID, (class_code << 8) | revision)
         self.config[HEADER_TYPE] = header_type
         struct.pack_into("<HH", self.config, SUBSYSTEM_VENDOR_ID, *subsystem)
         self.config[INTERRUPT_LINE] = interrupt_line
         self.config[INTERRUPT_PIN] = interrupt_pin
-        self._set_mask(
-            COMMAND, 2, COMMAND_IO | COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_INTX_DISABLE
-        )
+        self._set_mask(COMMAND, 2, COMMAND_WRITABLE)
         self._set_mask(STATUS, 2, STATUS_W1C, self.w1cmask)
+        struct.pack_into("<H", self.config, COMMAND, command)
         self.wmask[CACHE_LINE_SIZE] = 0xFF
         self.wmask[LATENCY_TIMER] = 0xFF if header_type & 0x7F == 0 else 0
         self.wmask[INTERRUPT_LINE] = 0xFF
@@ -124,6 +133,11 @@ class PciFunction:
         self._cap_free = max(self._cap_free, offset + 2 + len(body))
         return offset
 
+    def preset(self, values: dict[int, bytes]) -> None:
+        """Fill device-specific (read-only) registers, e.g. as firmware left them."""
+        for offset, data in values.items():
+            self.config[offset : offset + len(data)] = data
+
     def find_capability(self, cap_id: int) -> int | None:
         offset = self.config[CAPABILITIES_POINTER] if self.config[STATUS] & STATUS_CAP_LIST else 0
         while offset:
@@ -148,8 +162,6 @@ class PciFunction:
             self.config[pos] = ((old & ~wmask) | (byte & wmask)) & ~(byte & w1c) & 0xFF
         if offset < BAR0 + 24 and offset + size > COMMAND:
             self.update_decoding()
-        if self.on_write is not None:
-            self.on_write(offset, size)
 
     def bar_address(self, index: int) -> int | None:
         """Where BAR ``index`` decodes now: None when decoding is off, the BAR is zero, or it

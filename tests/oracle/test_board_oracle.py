@@ -6,6 +6,7 @@ from harness import GUESTS, load_differences, run_ours, run_qemu, unexplained
 CASES = [
     ("hello", ""),
     ("hello", "first=1 second two"),
+    ("pci", ""),
 ]
 
 

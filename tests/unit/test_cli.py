@@ -78,7 +78,7 @@ def test_strict_stray_access_exits_125(make_guest):
         (("run", "README.md"), "not an ELF file"),
         (("run", "hello", "--memory", "0"), "memory size"),
         (("run", "hello", "--timeout", "-1"), "--timeout must be positive"),
-        (("run", "hello", "--serial", "/nonexistent/dir/x"), "cannot write serial output"),
+        (("run", "hello", "--serial", "/nonexistent/dir/x"), "cannot write"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, fragment):

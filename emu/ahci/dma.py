@@ -1,0 +1,12 @@
+"""What the HBA needs of host memory: views of guest-physical ranges, or a bus error."""
+
+from typing import Protocol
+
+
+class HostBusError(Exception):
+    """A DMA address is not backed by RAM: the HBA reports a host bus fatal error."""
+
+
+class HostMemory(Protocol):
+    def view(self, address: int, length: int) -> memoryview:
+        """Writable view of [address, address+length); HostBusError if not RAM."""

@@ -1,0 +1,417 @@
+"""One AHCI port: its register file (AHCI 3.3) and its command engine (AHCI 5).
+
+Commands run to completion inside the guest's write to PxCI (or PxCMD.ST):
+data, FISes, PxTFD, PRDBC and PxIS are all in place before PxCI's bit clears,
+so the guest can never see a command done before its results.
+"""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from emu.ahci import fis, regs
+from emu.ahci.cmdtable import (
+    HEADER_SIZE,
+    PRD_SIZE,
+    PRDT_OFFSET,
+    parse_header,
+    parse_prdt,
+    write_prdbc,
+)
+from emu.ahci.dma import HostBusError, HostMemory
+from emu.ata.errors import AtaError
+from emu.ata.taskfile import (
+    ERROR_ABRT,
+    STATUS_DRDY,
+    STATUS_DRQ,
+    STATUS_DSC,
+    STATUS_ERR,
+    Completion,
+    Protocol,
+    Request,
+)
+
+if TYPE_CHECKING:
+    from emu.ahci.trace import Tracer
+    from emu.ata.disk import AtaDisk
+
+# The signature a SATA disk reports after a reset (ATA8-ACS 9.12): status DRDY|DSC, error 01h
+# ("no error" from diagnostics), count 1, LBA 1.
+RESET_SIGNATURE = Completion(STATUS_DRDY | STATUS_DSC, 0x01, 0x000001, 0x01, 0x00)
+NO_DEVICE_TFD = 0x7F
+ABORTED = Completion(STATUS_DRDY | STATUS_ERR, ERROR_ABRT)
+FULL = 0xFFFFFFFF
+
+
+class AhciPort:
+    """Port ``index`` of the HBA, with ``disk`` attached or empty."""
+
+    def __init__(
+        self,
+        index: int,
+        memory: HostMemory,
+        disk: "AtaDisk | None",
+        on_interrupt: Callable[["AhciPort", int], None],
+        bus_master: Callable[[], bool],
+        tracer: "Tracer | None" = None,
+    ) -> None:
+        self.index = index
+        self.memory = memory
+        self.disk = disk
+        self._on_interrupt = on_interrupt
+        self._bus_master = bus_master
+        self.tracer = tracer
+        self.reset()
+
+    # -- reset ---------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Power-on / HBA reset values (AHCI 3.3), then the link comes up if a disk is there."""
+        self.clb = self.clbu = self.fb = self.fbu = 0
+        self.is_ = self.ie = 0
+        self.cmd = regs.CMD_SUD | regs.CMD_POD  # no staggered spin-up, no cold presence detect
+        self.tfd = NO_DEVICE_TFD
+        self.sig = regs.SIG_NONE
+        self.ssts = 0
+        self.sctl = 0
+        self.serr = 0
+        self.sact = self.ci = self.sntf = 0
+        self.halted = False
+        self._srst = False
+        self._link_up()
+
+    def _link_up(self, area: memoryview | None = None) -> None:
+        """COMRESET done: a disk answers with its signature FIS."""
+        if self.disk is None:
+            self.ssts = 0
+            return
+        self.disk.reset()
+        self.ssts = regs.SSTS_IPM_ACTIVE | regs.SSTS_SPD_GEN1 | regs.SSTS_DET_PRESENT
+        self._signature(area)
+
+    def _signature(self, area: memoryview | None = None) -> None:
+        """The device's reset signature lands in PxSIG and PxTFD (and in the FIS area)."""
+        sig = RESET_SIGNATURE
+        self.sig = (sig.lba & 0xFFFFFF) << 8 | sig.count
+        self.tfd = sig.status | sig.error << 8
+        if area is not None:
+            fis.write_d2h(area, sig, interrupt=False)
+
+    def _comreset(self) -> None:
+        """SCTL.DET went 1 -> 0: the link is re-established and the device reset."""
+        self.sact = self.ci = 0
+        self.halted = False
+        try:
+            area = self._fis_area()
+        except HostBusError:
+            area = None  # nowhere to post the signature; PxSIG and PxTFD still get it
+        self._link_up(area)
+        if self.disk is not None:
+            self.serr |= regs.SERR_DIAG_X
+            self._raise(regs.IS_PCS)
+
+    # -- registers -----------------------------------------------------------
+
+    def read(self, reg: int) -> int:
+        if reg == regs.PxCI:
+            return self.ci
+        if reg == regs.PxIS:
+            return self.is_ | (regs.IS_PCS if self.serr & regs.SERR_DIAG_X else 0)
+        if reg == regs.PxTFD:
+            return self.tfd
+        if reg == regs.PxCMD:
+            return self.cmd
+        if reg == regs.PxSACT:
+            return self.sact
+        return {
+            regs.PxCLB: self.clb,
+            regs.PxCLBU: self.clbu,
+            regs.PxFB: self.fb,
+            regs.PxFBU: self.fbu,
+            regs.PxIE: self.ie,
+            regs.PxSIG: self.sig,
+            regs.PxSSTS: self.ssts,
+            regs.PxSCTL: self.sctl,
+            regs.PxSERR: self.serr,
+            regs.PxSNTF: self.sntf,
+        }.get(reg, 0)
+
+    def write(self, reg: int, value: int, mask: int = FULL) -> None:
+        """A guest write of ``value`` to the bytes ``mask`` selects of register ``reg``."""
+        value &= mask
+        if reg == regs.PxCI:
+            self._write_ci(value)
+        elif reg == regs.PxIS:
+            self.is_ &= ~(value & regs.IS_RW1C)
+        elif reg == regs.PxCMD:
+            self._write_cmd((self.cmd & ~mask) | value)
+        elif reg == regs.PxSACT:
+            if self.cmd & regs.CMD_ST:
+                self.sact |= value
+        elif reg == regs.PxCLB:
+            self.clb = _merge(self.clb, value, mask) & 0xFFFFFC00
+        elif reg == regs.PxCLBU:
+            self.clbu = _merge(self.clbu, value, mask)
+        elif reg == regs.PxFB:
+            self.fb = _merge(self.fb, value, mask) & 0xFFFFFF00
+        elif reg == regs.PxFBU:
+            self.fbu = _merge(self.fbu, value, mask)
+        elif reg == regs.PxIE:
+            self.ie = _merge(self.ie, value, mask) & regs.IE_WRITABLE
+        elif reg == regs.PxSCTL:
+            self._write_sctl(_merge(self.sctl, value, mask) & regs.SCTL_WRITABLE)
+        elif reg == regs.PxSERR:
+            self.serr &= ~(value & regs.SERR_RW1C)
+        elif reg == regs.PxSNTF:
+            self.sntf &= ~(value & 0xFFFF)
+        # TFD, SIG, SSTS and FBS (no FIS-based switching) are read-only.
+
+    def _write_cmd(self, value: int) -> None:
+        old = self.cmd
+        new = (old & ~regs.CMD_WRITABLE) | (value & regs.CMD_WRITABLE)
+        if value & regs.CMD_CLO:  # command list override: forget BSY and DRQ
+            self.tfd &= ~(regs.TFD_STS_BSY | regs.TFD_STS_DRQ)
+        new = _set(new, regs.CMD_FR, new & regs.CMD_FRE)
+        if new & regs.CMD_ST and not old & regs.CMD_ST:
+            new |= regs.CMD_CR
+        elif old & regs.CMD_ST and not new & regs.CMD_ST:
+            # Stopping the engine clears what was outstanding (AHCI 3.3.14, 3.3.13).
+            new &= ~(regs.CMD_CR | regs.CMD_CCS_MASK)
+            self.ci = self.sact = 0
+            self.halted = False
+        self.cmd = new
+
+    def _write_sctl(self, value: int) -> None:
+        old_det = self.sctl & regs.SCTL_DET_MASK
+        self.sctl = value
+        det = value & regs.SCTL_DET_MASK
+        if det == regs.SCTL_DET_COMRESET:
+            self.ssts = 0
+            self.tfd = regs.TFD_STS_BSY | NO_DEVICE_TFD if self.disk else NO_DEVICE_TFD
+        elif det == 0 and old_det == regs.SCTL_DET_COMRESET:
+            self._comreset()
+        elif det == 4:  # PHY offline
+            self.ssts = 4
+
+    # -- interrupts ------------------------------------------------------------
+
+    def _raise(self, bits: int) -> None:
+        self.is_ |= bits & ~regs.IS_PCS
+        self._on_interrupt(self, bits)
+
+    @property
+    def interrupt_pending(self) -> bool:
+        return bool(self.read(regs.PxIS) & self.ie)
+
+    # -- the command engine ------------------------------------------------------
+
+    def _write_ci(self, value: int) -> None:
+        if not self.cmd & regs.CMD_ST or self.disk is None:
+            return  # commands issued to a stopped or empty port are ignored
+        issued = value & ~self.ci
+        self.ci |= value
+        if issued and not self.halted:
+            self._run_pending()
+
+    def _run_pending(self) -> None:
+        while self.ci and not self.halted:
+            pending = self.ci
+            slot = (pending & -pending).bit_length() - 1
+            self._run_slot(slot)
+
+    def _run_slot(self, slot: int) -> None:
+        self.cmd = (self.cmd & ~regs.CMD_CCS_MASK) | slot << regs.CMD_CCS_SHIFT
+        try:
+            if not self._bus_master():
+                raise HostBusError("bus mastering is disabled in the PCI command register")
+            entry = self.memory.view(self._clb + slot * HEADER_SIZE, HEADER_SIZE)
+            header = parse_header(entry)
+            table = self.memory.view(header.ctba, PRDT_OFFSET + header.prdtl * PRD_SIZE)
+            area = self._fis_area()
+            self._execute(slot, entry, table, header.prdtl, area)
+        except HostBusError as exc:
+            self._host_bus_fatal(slot, str(exc))
+
+    @property
+    def _clb(self) -> int:
+        return self.clbu << 32 | self.clb
+
+    def _fis_area(self) -> memoryview | None:
+        """The received-FIS area while FIS receive is on, else None (nothing is posted)."""
+        if not self.cmd & regs.CMD_FRE:
+            return None
+        return self.memory.view(self.fbu << 32 | self.fb, fis.RFIS_SIZE)
+
+    def _execute(
+        self, slot: int, entry: memoryview, table: memoryview, prdtl: int, area: memoryview | None
+    ) -> None:
+        if table[0] != fis.TYPE_REG_H2D:
+            self._fail(slot, area, ABORTED, "command FIS is not a Register H2D FIS")
+            return
+        flags, tf = fis.parse_h2d(table)
+        if not flags & fis.H2D_C:
+            self._device_control(slot, area, tf.control)
+            return
+        disk = self.disk
+        try:
+            req = disk.decode(tf)
+        except AtaError as err:
+            self._fail(slot, area, err.completion, f"command {tf.command:#04x} refused")
+            return
+        pieces = parse_prdt(table, prdtl)
+        buffers, interrupt_on_piece = self._buffers(pieces, req.nbytes)
+        if buffers is None:
+            self._overflow(slot, req.nbytes)
+            return
+        if req.protocol.is_queued:
+            self._execute_queued(slot, area, req, buffers, pieces)
+            return
+        done = disk.execute(req, buffers)
+        write_prdbc(entry, 0 if done.failed else req.nbytes)
+        if self.tracer is not None:
+            self.tracer.command(self.index, slot, tf, pieces, req.nbytes, done)
+        if done.failed:
+            self._fail(slot, area, done)
+            return
+        self._complete(slot, area, req.protocol, done, req.nbytes, interrupt_on_piece)
+
+    def _buffers(
+        self, pieces: list[tuple[int, int, bool]], nbytes: int
+    ) -> tuple[list[memoryview] | None, bool]:
+        """Views of guest RAM covering exactly ``nbytes``; None if the PRDT is shorter."""
+        buffers = []
+        remaining = nbytes
+        interrupt = False
+        for address, length, irq in pieces:
+            if remaining <= 0:
+                break
+            take = length if length < remaining else remaining
+            buffers.append(self.memory.view(address, take))
+            interrupt |= irq
+            remaining -= take
+        if remaining > 0:
+            return None, False
+        return buffers, interrupt
+
+    def _complete(
+        self,
+        slot: int,
+        area: memoryview | None,
+        protocol: Protocol,
+        done: Completion,
+        nbytes: int,
+        interrupt_on_piece: bool,
+    ) -> None:
+        bits = regs.IS_DPS if interrupt_on_piece else 0
+        if protocol is Protocol.PIO_IN:
+            # Data-in PIO ends with the PIO Setup FIS's E_Status; no D2H FIS (SATA 11.7).
+            if area is not None:
+                fis.write_pio_setup(
+                    area,
+                    done,
+                    to_host=True,
+                    interrupt=True,
+                    transfer_count=nbytes,
+                    status=STATUS_DRDY | STATUS_DRQ,
+                )
+            bits |= regs.IS_PSS
+        else:
+            if protocol is Protocol.PIO_OUT and area is not None:
+                fis.write_pio_setup(
+                    area,
+                    done,
+                    to_host=False,
+                    interrupt=False,
+                    transfer_count=nbytes,
+                    status=STATUS_DRDY | STATUS_DRQ,
+                )
+            if area is not None:
+                fis.write_d2h(area, done)
+            bits |= regs.IS_DHRS
+        self.tfd = done.status | done.error << 8
+        self.ci &= ~(1 << slot)
+        self._raise(bits)
+
+    def _execute_queued(
+        self,
+        slot: int,
+        area: memoryview | None,
+        req: Request,
+        buffers: list[memoryview],
+        pieces: list[tuple[int, int, bool]],
+    ) -> None:
+        tag = req.tag
+        if tag != slot:  # AHCI 5.3.2: the tag of an NCQ command is its slot
+            self._fail(slot, area, ABORTED, f"NCQ tag {tag} issued in slot {slot}")
+            return
+        # The device accepts the command: a D2H FIS with BSY clear and I=0 frees the slot.
+        accepted = Completion(STATUS_DRDY | STATUS_DSC)
+        if area is not None:
+            fis.write_d2h(area, accepted, interrupt=False)
+        self.tfd = accepted.status
+        self.ci &= ~(1 << slot)
+        if area is not None:
+            fis.write_dma_setup(
+                area, tag, to_host=req.protocol is Protocol.FPDMA_IN, transfer_count=req.nbytes
+            )
+        done = self.disk.execute(req, buffers)
+        if self.tracer is not None:
+            self.tracer.command(self.index, slot, req.taskfile, pieces, req.nbytes, done)
+        if done.failed:  # the device reports a queued command's error in an SDB FIS
+            if area is not None:
+                fis.write_sdb(area, done.status, done.error, 0)
+            self.tfd = done.status | done.error << 8
+            self.halted = True
+            self._raise(regs.IS_TFES | regs.IS_SDBS)
+            return
+        if area is not None:
+            fis.write_sdb(area, done.status, 0, 1 << tag)
+        self.sact &= ~(1 << tag)
+        self._raise(regs.IS_SDBS)
+
+    def _device_control(self, slot: int, area: memoryview | None, control: int) -> None:
+        """A control FIS (C=0): SRST asserted then released is a software reset."""
+        if control & fis.CONTROL_SRST:
+            self._srst = True
+            self.tfd = regs.TFD_STS_BSY
+        elif self._srst:
+            self._srst = False
+            self.disk.reset()
+            self._signature(area)
+        self.ci &= ~(1 << slot)
+
+    # -- errors --------------------------------------------------------------------
+
+    def _fail(
+        self, slot: int, area: memoryview | None, done: Completion, why: str | None = None
+    ) -> None:
+        """The device ended the command with ERR: post it, set TFES and halt (AHCI 6.2.2).
+        ``why`` is said for failures before execution (executed ones are traced already)."""
+        if area is not None:
+            fis.write_d2h(area, done)
+        self.tfd = done.status | done.error << 8
+        self.halted = True
+        if self.tracer is not None and why is not None:
+            self.tracer.failure(self.index, slot, why, done)
+        self._raise(regs.IS_TFES | regs.IS_DHRS)
+
+    def _overflow(self, slot: int, nbytes: int) -> None:
+        """The PRDT describes fewer bytes than the command moves (AHCI 6.1.3, PxIS.OFS)."""
+        self.halted = True
+        if self.tracer is not None:
+            self.tracer.failure(self.index, slot, f"PRDT shorter than {nbytes} bytes", None)
+        self._raise(regs.IS_OFS)
+
+    def _host_bus_fatal(self, slot: int, why: str) -> None:
+        """A command list, table, PRD or FIS area outside RAM: PxIS.HBFS, port halted."""
+        self.halted = True
+        if self.tracer is not None:
+            self.tracer.failure(self.index, slot, why, None)
+        self._raise(regs.IS_HBFS)
+
+
+def _merge(old: int, value: int, mask: int) -> int:
+    return (old & ~mask) | value
+
+
+def _set(word: int, bit: int, on: int) -> int:
+    return word | bit if on else word & ~bit

@@ -1,0 +1,49 @@
+"""`--trace`: one JSON line per command, and per register access if asked."""
+
+import json
+from typing import TextIO
+
+from emu.ata.taskfile import Completion, TaskFile
+
+
+class Tracer:
+    def __init__(self, stream: TextIO, registers: bool = False) -> None:
+        self._stream = stream
+        self.registers = registers
+
+    def _emit(self, record: dict) -> None:
+        self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def command(
+        self,
+        port: int,
+        slot: int,
+        tf: TaskFile,
+        pieces: list[tuple[int, int, bool]],
+        nbytes: int,
+        done: Completion,
+    ) -> None:
+        self._emit(
+            {
+                "event": "command",
+                "port": port,
+                "slot": slot,
+                "opcode": tf.command,
+                "lba": tf.lba,
+                "count": tf.count,
+                "features": tf.features,
+                "bytes": nbytes,
+                "prdt": [[address, length] for address, length, _ in pieces],
+                "status": done.status,
+                "error": done.error,
+            }
+        )
+
+    def failure(self, port: int, slot: int, reason: str, done: Completion | None) -> None:
+        record = {"event": "failure", "port": port, "slot": slot, "reason": reason}
+        if done is not None:
+            record |= {"status": done.status, "error": done.error}
+        self._emit(record)
+
+    def register(self, kind: str, offset: int, size: int, value: int) -> None:
+        self._emit({"event": kind, "offset": offset, "size": size, "value": value})
