@@ -50,7 +50,7 @@ from emu.ata.disk import AtaDisk
 from emu.machine import apic, debugexit, uart
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError
-from emu.machine.interrupts import deliver
+from emu.machine.interrupts import HLT_OPCODE, deliver
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 from emu.machine.pagewalk import translate
@@ -61,7 +61,6 @@ from emu.storage.blockdev import BlockDevice
 
 EFLAGS_IF = 1 << 9
 CR0_PG = 1 << 31
-HLT_OPCODE = 0xF4
 _STOP_AT = 0xFFFFFFFF  # emu_start's "until": an address no guest executes
 
 EXCEPTION_NAMES = {
@@ -259,6 +258,7 @@ class Board:
         """Run until the guest writes the debug-exit port; return the value written."""
         with Watchdog(timeout, self.uc.emu_stop) as watchdog:
             while True:
+                self._take_interrupt()
                 self._stop_requested = False
                 try:
                     self.uc.emu_start(self.eip(), _STOP_AT)
@@ -267,27 +267,31 @@ class Board:
                         self._fault = self._describe(exc)
                 if (code := self._verdict(watchdog)) is not None:
                     return code
-                if self._take_interrupt() or self._stop_requested:
+                if self._stop_requested or self._interrupt_ready():
                     continue
                 self._halted(watchdog)
                 if (code := self._verdict(watchdog)) is not None:
                     return code
 
-    def _take_interrupt(self) -> bool:
+    def _interrupt_ready(self) -> bool:
+        return self.apic.deliverable() is not None and bool(
+            self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF
+        )
+
+    def _take_interrupt(self) -> None:
         """Deliver the APIC's pending interrupt if EFLAGS.IF allows; else watch for STI."""
         vector = self.apic.deliverable()
         if vector is None:
-            return False
+            return
         if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             if self._if_watch is None:
                 self._if_watch = self.uc.hook_add(UC_HOOK_BLOCK, self._watch_if)
-            return False
+            return
         if self._if_watch is not None:
             self.uc.hook_del(self._if_watch)
             self._if_watch = None
         self.apic.acknowledge(vector)
         deliver(self.uc, self.memory, vector)
-        return True
 
     def _watch_if(self, uc, _address: int, _size: int, _ud) -> None:
         """While an interrupt waits on EFLAGS.IF, stop at the first block that runs with IF=1."""

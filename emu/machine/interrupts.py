@@ -19,6 +19,7 @@ from emu.ahci.dma import HostBusError
 from emu.machine.errors import GuestFault
 from emu.machine.memory import GuestMemory
 
+HLT_OPCODE = 0xF4
 GATE_INTERRUPT_32 = 0xE
 GATE_TRAP_32 = 0xF
 EFLAGS_TF = 1 << 8
@@ -40,8 +41,13 @@ def deliver(uc, memory: GuestMemory, vector: int) -> None:
     if not high & 0x8000 or kind not in (GATE_INTERRUPT_32, GATE_TRAP_32):
         raise GuestFault(f"interrupt vector {vector} has no present 32-bit gate (triple fault)")
     eflags = uc.reg_read(UC_X86_REG_EFLAGS)
-    esp = uc.reg_read(UC_X86_REG_ESP) - 12
-    frame = struct.pack("<III", uc.reg_read(UC_X86_REG_EIP), uc.reg_read(UC_X86_REG_CS), eflags)
+    esp = (uc.reg_read(UC_X86_REG_ESP) - 12) & 0xFFFFFFFF
+    eip = uc.reg_read(UC_X86_REG_EIP)
+    if eip < memory.size and memory.mem[eip] == HLT_OPCODE:
+        # About to halt (as in "sti; hlt", whose HLT runs in STI's shadow): the CPU would
+        # halt and wake at once, so the handler returns past the HLT.
+        eip += 1
+    frame = struct.pack("<III", eip, uc.reg_read(UC_X86_REG_CS), eflags)
     try:
         memory.view(esp, 12)[:] = frame
     except HostBusError:

@@ -1,0 +1,86 @@
+"""External interrupts: an MSI-accepted vector reaches the guest's IDT handler."""
+
+import io
+import struct
+
+import pytest
+from elfmaker import LOAD_ADDRESS, exit_with
+
+from emu.machine import apic
+from emu.machine.board import Board, BoardConfig
+from emu.machine.errors import GuestFault
+
+IDTR = 0x300000
+IDT = 0x301000
+VECTOR = 0x40
+CODE = LOAD_ADDRESS + 12  # after the multiboot header
+
+
+def lidt() -> bytes:
+    """lidt [IDTR]; mov esp, 0x280000"""
+    return b"\x0f\x01\x1d" + struct.pack("<I", IDTR) + b"\xbc\x00\x00\x28\x00"
+
+
+def boot(make_guest, body: bytes, handler: bytes) -> tuple[Board, int]:
+    code = body + handler
+    board = Board(BoardConfig(memory_mib=16, serial=io.BytesIO()))
+    board.load(make_guest(code))
+    handler_address = CODE + len(body)
+    struct.pack_into("<HI", board.memory.mem, IDTR, 256 * 8 - 1, IDT)
+    gate = struct.pack("<HHBBH", handler_address & 0xFFFF, 0x08, 0, 0x8E, handler_address >> 16)
+    board.memory.write(IDT + VECTOR * 8, gate)
+    board.apic.write(apic.SVR, 4, 0x1FF)
+    return board, handler_address
+
+
+def test_pending_interrupt_wakes_hlt_and_runs_the_handler(make_guest):
+    body = lidt() + b"\xfb\xf4" + exit_with(1)  # sti; hlt
+    board, _ = boot(make_guest, body, exit_with(0x42))
+    board.apic.accept(VECTOR)
+    assert board.run(5) == 0x42
+    assert board.apic.isr == 1 << VECTOR and board.apic.irr == 0
+
+
+def test_masked_interrupt_waits_for_sti(make_guest):
+    # cli; mov ecx, 5000; loop $; sti; jmp $
+    body = lidt() + b"\xfa\xb9\x88\x13\x00\x00\xe2\xfe\xfb\xeb\xfe"
+    board, _ = boot(make_guest, body, exit_with(0x43))
+    board.apic.accept(VECTOR)
+    assert board.run(5) == 0x43
+
+
+def test_handler_sees_the_interrupt_frame(make_guest):
+    # handler: pop eax (EIP); mov [0x200000], eax; pop eax (CS); mov [0x200004], eax; exit
+    handler = b"\x58\xa3\x00\x00\x20\x00\x58\xa3\x04\x00\x20\x00" + exit_with(0)
+    body = lidt() + b"\xfb\xf4" + exit_with(1)  # sti; hlt
+    board, _ = boot(make_guest, body, handler)
+    board.apic.accept(VECTOR)
+    assert board.run(5) == 0
+    eip, cs = struct.unpack_from("<II", board.memory.mem, 0x200000)
+    assert eip == CODE + len(lidt()) + 2  # right after the hlt
+    assert cs == 0x08
+
+
+def test_missing_gate_is_a_fault(make_guest):
+    body = lidt() + b"\xfb\xf4" + exit_with(1)
+    board, _ = boot(make_guest, body, b"")
+    board.apic.accept(VECTOR + 1)
+    with pytest.raises(GuestFault, match="no present 32-bit gate"):
+        board.run(5)
+
+
+def test_apic_priority_eoi_and_disabled_apic():
+    lapic = apic.LocalApic()
+    lapic.accept(0x50)
+    assert lapic.irr == 0  # software-disabled APIC drops interrupts
+    lapic.write(apic.SVR, 4, 0x1FF)
+    lapic.accept(0x50)
+    lapic.accept(0x61)
+    assert lapic.deliverable() == 0x61
+    lapic.acknowledge(0x61)
+    assert lapic.deliverable() is None  # 0x50 is in a lower class than in-service 0x61
+    lapic.write(apic.EOI, 4, 0)
+    assert lapic.deliverable() == 0x50
+    lapic.write(apic.TPR, 4, 0x50)
+    assert lapic.deliverable() is None
+    assert lapic.read(apic.IRR_BASE + 0x20, 4) == 1 << (0x50 - 64)
