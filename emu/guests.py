@@ -1,6 +1,5 @@
 """Where the committed guest images live, and resolving a guest name to a file."""
 
-from importlib import resources
 from pathlib import Path
 
 from emu.errors import EmuError
@@ -9,11 +8,11 @@ DEFAULT_GUEST = "hello"
 
 
 def guest_images_dir() -> Path:
-    """The directory of built guests: installed with the package, or the checkout's."""
-    try:
-        return Path(str(resources.files("emu.guest_images")))
-    except ModuleNotFoundError:  # running from a source checkout
-        return Path(__file__).resolve().parent.parent / "guest_images"
+    """The directory of built guests: installed with the package as emu/guest_images,
+    or the checkout's top-level guest_images/ when running from source."""
+    package = Path(__file__).resolve().parent
+    installed = package / "guest_images"
+    return installed if installed.is_dir() else package.parent / "guest_images"
 
 
 def resolve_guest(name_or_path: str | None) -> str:

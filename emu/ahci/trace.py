@@ -1,6 +1,5 @@
 """`--trace`: one JSON line per command, and per register access if asked."""
 
-import json
 from typing import TextIO
 
 from emu.ata.taskfile import Completion, TaskFile
@@ -12,6 +11,8 @@ class Tracer:
         self.registers = registers
 
     def _emit(self, record: dict) -> None:
+        import json  # only traced runs pay for it
+
         self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def command(
