@@ -113,7 +113,7 @@ class Board:
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
         self.ports = PortBus(self.reporter)
-        self.mmio = MmioBus(uc, self.memory.size, self.reporter)
+        self.mmio = MmioBus(uc, self.memory.size, self.reporter, self._device_error)
         self.exit_code: int | None = None
         self._fault: str | None = None
 
@@ -234,6 +234,12 @@ class Board:
         name = EXCEPTION_NAMES.get(vector, "software interrupt" if vector >= 32 else "reserved")
         self._fault = f"unhandled CPU exception: vector {vector} ({name}) at EIP=0x{self.eip():08x}"
         uc.emu_stop()
+
+    def _device_error(self, message: str) -> None:
+        """A device raised where it must not: stop the run rather than go on half-done."""
+        if self._fault is None:
+            self._fault = f"internal error: {message}"
+        self.uc.emu_stop()
 
     def _guest_exit(self, code: int) -> None:
         if self.exit_code is None:

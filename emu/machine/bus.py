@@ -6,15 +6,26 @@ one stops the run instead (the board turns the recorded :class:`StrayAccess`
 into the run's result).
 """
 
+import ctypes
 import sys
 from collections.abc import Callable
 from typing import Protocol, TextIO
+
+from unicorn import UcError
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.machine.errors import StrayAccess
 from emu.machine.memory import PAGE_SIZE
 
 ReadFn = Callable[[int, int], int]  # (offset in the range, size in bytes) -> value
 WriteFn = Callable[[int, int, int], None]  # (offset in the range, size, value)
+
+# Raw C callbacks for uc_mmio_map: the binding's own wrapper costs 0.36 us per access
+# against 0.16 us for these (measured on the ABAR polling loop), and MMIO is the hot path.
+_MMIO_READ = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint,
+                              ctypes.c_void_p)
+_MMIO_WRITE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint,
+                               ctypes.c_uint64, ctypes.c_void_p)
 
 
 class StrayPolicy(Protocol):
@@ -99,15 +110,18 @@ class MmioRegion:
 
 
 class MmioBus:
-    """Maps MMIO regions into Unicorn with ``mmio_map`` (never memory hooks: they slow
+    """Maps MMIO regions into Unicorn with ``uc_mmio_map`` (never memory hooks: they slow
     every guest access) and answers accesses to unmapped physical pages as open bus."""
 
-    def __init__(self, uc, ram_size: int, reporter: StrayPolicy) -> None:
+    def __init__(self, uc, ram_size: int, reporter: StrayPolicy,
+                 on_device_error: Callable[[str], None]) -> None:
         self._uc = uc
         self._ram_size = ram_size
         self._reporter = reporter
+        self._on_device_error = on_device_error
         self._regions: list[MmioRegion] = []
         self._open_pages: set[int] = set()
+        self._callbacks: dict[int, tuple[object, object]] = {}  # base -> live C callbacks
 
     def add(self, region: MmioRegion, base: int | None) -> None:
         self._regions.append(region)
@@ -120,6 +134,7 @@ class MmioBus:
             return
         if region.base is not None:
             self._uc.mem_unmap(region.base, region.size)
+            self._callbacks.pop(region.base, None)
             region.base = None
         if base is None or base % PAGE_SIZE or base + region.size > 1 << 32:
             return
@@ -133,15 +148,35 @@ class MmioBus:
             if page in self._open_pages:
                 self._open_pages.discard(page)
                 self._uc.mem_unmap(page, PAGE_SIZE)
-        self._uc.mmio_map(
-            base,
-            region.size,
-            lambda _uc, off, size, _ud: region.read(off, size),
-            None,
-            lambda _uc, off, size, value, _ud: region.write(off, size, value),
-            None,
-        )
+                self._callbacks.pop(page, None)
+        self._map(base, region.size, region.read, region.write, region.name)
         region.base = base
+
+    def _map(self, base: int, size: int, read: ReadFn, write: WriteFn, name: str) -> None:
+        """uc_mmio_map with raw callbacks. A device must not raise; if one does, the run
+        stops with an internal error instead of the exception vanishing inside ctypes."""
+        fail = self._on_device_error
+
+        def on_read(_uc, offset, size, _ud):
+            try:
+                return read(offset, size)
+            except Exception as exc:  # reported; the run stops
+                fail(f"{name} read at +0x{offset:x} failed: {exc!r}")
+                return (1 << (8 * size)) - 1
+
+        def on_write(_uc, offset, size, value, _ud):
+            try:
+                write(offset, size, value)
+            except Exception as exc:  # reported; the run stops
+                fail(f"{name} write at +0x{offset:x} failed: {exc!r}")
+
+        callbacks = (_MMIO_READ(on_read), _MMIO_WRITE(on_write))
+        status = uclib.uc_mmio_map(self._uc._uch, base, size,
+                                   ctypes.cast(callbacks[0], ctypes.c_void_p), None,
+                                   ctypes.cast(callbacks[1], ctypes.c_void_p), None)
+        if status:
+            raise UcError(status)
+        self._callbacks[base] = callbacks
 
     def open_bus(self, address: int, is_write: bool) -> bool:
         """Decode an access nothing claims: map the page as open bus and let it retry."""
@@ -151,13 +186,13 @@ class MmioBus:
         if page >= 1 << 32 or page in self._open_pages:
             return False
         self._open_pages.add(page)
-        self._uc.mmio_map(page, PAGE_SIZE, _read_ones, None, _drop, None)
+        self._map(page, PAGE_SIZE, _read_ones, _drop, "open bus")
         return True
 
 
-def _read_ones(_uc, _offset: int, size: int, _ud) -> int:
+def _read_ones(_offset: int, size: int) -> int:
     return (1 << (8 * size)) - 1
 
 
-def _drop(_uc, _offset: int, _size: int, _value: int, _ud) -> None:
+def _drop(_offset: int, _size: int, _value: int) -> None:
     return None

@@ -137,3 +137,14 @@ def test_paging_guest_is_translated_through_its_page_tables(make_guest):
     struct.pack_into("<I", board.memory.mem, 0x200000, 0xCAFEF00D)
     assert board.run(5) == 0
     assert struct.unpack_from("<I", board.memory.mem, 0x200004)[0] == 0xCAFEF00D
+
+
+def test_a_device_that_raises_stops_the_run_with_an_internal_error(make_guest):
+    def broken(offset, size):
+        raise RuntimeError("boom")
+
+    code = b"\xa1\x00\x00\x00\xe0" + exit_with(0)  # mov eax, [0xE0000000]
+    board, _ = boot(make_guest(code))
+    board.mmio.add(MmioRegion("broken", 0x1000, broken, lambda o, s, v: None), 0xE0000000)
+    with pytest.raises(GuestFault, match="internal error: broken read at \\+0x0 failed"):
+        board.run(5)
