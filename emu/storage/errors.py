@@ -15,6 +15,10 @@ class LinkageError(StorageError):
     """A differencing image's parent is missing or is not the image it was made from."""
 
 
+class ParentNotFoundError(LinkageError):
+    """A differencing image's parent is neither in the registry nor next to it."""
+
+
 class ImageLockedError(StorageError):
     """Another process holds the image open for writing."""
 

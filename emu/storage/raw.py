@@ -1,51 +1,74 @@
-"""A raw image: a plain file of the virtual size, one byte per disk byte."""
+"""A raw image: a plain file of the virtual size, one byte per disk byte.
 
-import ctypes
-import fcntl
+It is both a block device on its own and an :class:`~emu.storage.image.Image`
+(a chain's base; raw files have no UUID, so they never have a parent or children).
+Every block is ALLOCATED, at its own offset.
+"""
+
 import os
 from collections.abc import Sequence
 
 from emu.storage.blockdev import SECTOR_SIZE
-from emu.storage.errors import ImageFormatError, ImageLockedError, MediumError, ReadOnlyError
-
-_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
-def punch_hole(fd: int, offset: int, length: int) -> None:
-    """Deallocate a file range so it reads as zeros; write zeros where holes are unsupported."""
-    if _libc.fallocate(fd, _PUNCH_HOLE, offset, length) == 0:
-        return
-    zeros = memoryview(bytes(min(length, 1 << 20)))
-    end = offset + length
-    while offset < end:
-        offset += os.pwrite(fd, zeros[: min(len(zeros), end - offset)], offset)
+from emu.storage.errors import ImageFormatError, ReadOnlyError, StorageError
+from emu.storage.image import (
+    BLOCK_SIZE,
+    BlockState,
+    check_size,
+    fsync,
+    fsync_dir,
+    open_locked,
+    punch_hole,
+    read_exact,
+    write_exact,
+)
 
 
 class RawImage:
-    """A raw file as a block device, locked while open (shared for readers)."""
+    """A raw file, locked while open (exclusively to write, shared to read)."""
+
+    uuid = None
+    parent_uuid = None
+    modify_uuid = None
+    parent_modify_uuid = None
+    block_size = BLOCK_SIZE
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = os.path.abspath(path)
         self._read_only = read_only
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY if read_only else os.O_RDWR)
-        except OSError as exc:
-            raise MediumError(f"{path}: cannot open: {exc.strerror}") from exc
-        try:
-            fcntl.flock(self._fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise ImageLockedError(f"{path}: image is in use by another process") from None
+        self._fd = open_locked(self.path, read_only=read_only, exclusive=not read_only)
         size = os.fstat(self._fd).st_size
         if size == 0 or size % SECTOR_SIZE:
             os.close(self._fd)
             raise ImageFormatError(
-                f"{path}: raw image size {size} is not a non-zero multiple of {SECTOR_SIZE}"
+                f"{self.path}: raw image size {size} is not a non-zero multiple of {SECTOR_SIZE}"
             )
         self._size = size
         self._dirty = False
+
+    @classmethod
+    def create(cls, path: str, size: int, *, preallocate: bool = False) -> "RawImage":
+        """Create a raw file of ``size`` bytes (sparse unless ``preallocate``); open it."""
+        check_size(size)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot create: {exc.strerror}") from None
+        try:
+            os.ftruncate(fd, size)
+            if preallocate:
+                os.posix_fallocate(fd, 0, size)
+            os.fsync(fd)
+        except OSError as exc:
+            os.unlink(path)
+            raise StorageError(f"{path}: cannot create: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        fsync_dir(path)
+        return cls(path)
+
+    @property
+    def fd(self) -> int:
+        return self._fd
 
     @property
     def size(self) -> int:
@@ -59,42 +82,50 @@ class RawImage:
     def identity(self) -> str:
         return self.path
 
-    def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        try:
-            got = os.preadv(self._fd, buffers, offset)
-        except OSError as exc:
-            raise MediumError(f"{self.path}: read failed: {exc.strerror}") from exc
-        want = sum(len(b) for b in buffers)
-        if got != want:  # the file shrank under us
-            raise MediumError(f"{self.path}: short read at offset {offset}")
+    def block_state(self, index: int) -> BlockState:
+        return BlockState.ALLOCATED
 
-    def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+    def block_offset(self, index: int) -> int:
+        return index * BLOCK_SIZE
+
+    def read_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        read_exact(self._fd, buffers, offset, self.path)
+
+    def write_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
         if self._read_only:
             raise ReadOnlyError(f"{self.path}: medium is read-only")
-        try:
-            os.pwritev(self._fd, buffers, offset)
-        except OSError as exc:
-            raise MediumError(f"{self.path}: write failed: {exc.strerror}") from exc
+        write_exact(self._fd, buffers, offset, self.path)
         self._dirty = True
+
+    # As a block device, file offsets are disk offsets.
+    readv = read_at
+    writev = write_at
+
+    def allocate_block(self, index: int, buffers: Sequence[memoryview]) -> int:
+        """Raw blocks are always in place: write the data there."""
+        offset = index * BLOCK_SIZE
+        self.write_at(offset, buffers)
+        return offset
+
+    def zero_block(self, index: int) -> None:
+        start = index * BLOCK_SIZE
+        self.discard(start, min(BLOCK_SIZE, self._size - start))
 
     def flush(self) -> None:
         if self._dirty:
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                raise MediumError(f"{self.path}: flush failed: {exc.strerror}") from exc
+            fsync(self._fd, self.path)
             self._dirty = False
 
     def discard(self, offset: int, length: int) -> None:
         if self._read_only:
             raise ReadOnlyError(f"{self.path}: medium is read-only")
-        try:
-            punch_hole(self._fd, offset, length)
-        except OSError as exc:
-            raise MediumError(f"{self.path}: discard failed: {exc.strerror}") from exc
+        punch_hole(self._fd, offset, length, self.path)
         self._dirty = True
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                self._fd = -1

@@ -1,0 +1,352 @@
+"""A chain of images as one block device: leaf -> parent -> ... -> base.
+
+A block is read from the first image of the chain that has it (ALLOCATED), as
+zeros if an image on the way says ZERO, and as zeros if none has it. So that a
+request costs the same whatever the chain's depth, the chain keeps a resolved
+map, one entry per block: where the block's data is (file descriptor, file
+offset, image) or None for zeros. It is built on open and updated block by
+block as the leaf allocates or zeroes blocks.
+
+Writes go to the leaf only. A write into a block the leaf does not have
+allocates it there whole: the parts of the block the write does not cover are
+copied from the chain first (copy-on-write). If that block would hold only
+zeros, nothing is allocated: the leaf records a zero block instead (a ZERO
+entry in a diff, hiding the parent), as VirtualBox does. A discard of a whole
+block makes the leaf's block read as zeros the same way (or, if the leaf has
+the block already, deallocates its data in place); a partial one writes zeros.
+
+Locks: the leaf is locked exclusively when writable, shared when the chain is
+read-only; parents are always opened read-only with shared locks, so siblings
+(several diffs of one base) can be used at once while nobody writes the base.
+
+Finding parents: a VDI stores its parent's uuidCreate (uuidLinkage), not its
+path. :func:`find_parent` looks the UUID up in the ``registry`` given (the
+machine folder's media registry), then searches the ``.vdi`` files of the
+child's directory, then of the directory above it (VirtualBox's layout: diffs
+in ``DIR/Snapshots/``, the base in ``DIR``), for the one file whose uuidCreate
+matches. Two matching files in one directory are an error, not a guess.
+"""
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from uuid import UUID
+
+from emu.storage.detect import open_image
+from emu.storage.errors import LinkageError, ParentNotFoundError, ReadOnlyError, StorageError
+from emu.storage.image import BLOCK_SIZE, ZEROS, BlockState, Image, is_zero, read_exact
+from emu.storage.vdi import VdiScan, read_uuid_create
+
+_SHIFT = BLOCK_SIZE.bit_length() - 1
+_MASK = BLOCK_SIZE - 1
+
+_Location = tuple[int, int, Image] | None  # (fd, file offset of the block, image) or zeros
+_BlockHandler = Callable[[int, int, list[memoryview], int], None]
+
+
+class Chain:
+    """Images leaf first, each the parent of the one before; a BlockDevice."""
+
+    def __init__(self, images: Sequence[Image]) -> None:
+        if not images:
+            raise StorageError("a chain needs at least one image")
+        for child, parent in itertools.pairwise(images):
+            check_link(child, parent)
+            if not parent.read_only:
+                raise StorageError(f"{parent.path}: a parent in a chain must be open read-only")
+        if images[-1].parent_uuid is not None:
+            raise LinkageError(
+                f"{images[-1].path}: its parent {{{images[-1].parent_uuid}}} is not in the chain"
+            )
+        self._images = tuple(images)
+        self._leaf = images[0]
+        self._size = self._leaf.size
+        self.warnings = [w for c, p in itertools.pairwise(images) if (w := _stale(c, p))]
+        self._where: list[_Location] = [
+            self._locate(i) for i in range(math.ceil(self._size / BLOCK_SIZE))
+        ]
+
+    # ---- BlockDevice --------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def read_only(self) -> bool:
+        return self._leaf.read_only
+
+    @property
+    def identity(self) -> str:
+        """The leaf's uuidCreate, or its path for a raw file."""
+        leaf_uuid = self._leaf.uuid
+        return self._leaf.path if leaf_uuid is None else str(leaf_uuid)
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """The chain's images, leaf first."""
+        return self._images
+
+    def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        if len(buffers) == 1:  # the common case: one piece within one block
+            buf = buffers[0]
+            n = len(buf)
+            within = offset & _MASK
+            if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
+                loc = self._where[offset >> _SHIFT]
+                if loc is None:
+                    buf[:] = ZEROS[:n]
+                    return
+                try:
+                    if os.preadv(loc[0], buffers, loc[1] + within) == n:
+                        return
+                except OSError:
+                    pass  # the general path below reports it
+        self._transfer(offset, buffers, self._read_block)
+
+    def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        self._check_writable()
+        if len(buffers) == 1:  # an in-place write within one block of the leaf
+            n = len(buffers[0])
+            within = offset & _MASK
+            if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
+                loc = self._where[offset >> _SHIFT]
+                if loc is not None and loc[2] is self._leaf:
+                    self._leaf.write_at(loc[1] + within, buffers)
+                    return
+        self._transfer(offset, buffers, self._write_block)
+
+    def discard(self, offset: int, length: int) -> None:
+        """Zero a range: whole blocks become zero blocks of the leaf, partial ones get zeros."""
+        self._check_writable()
+        self._check_range(offset, length)
+        zeros = [ZEROS] * (length >> _SHIFT) + [ZEROS[: length & _MASK]]
+        for index, within, pieces, nbytes in _split(offset, zeros):
+            if within == 0 and nbytes == self._block_length(index):
+                self._leaf.zero_block(index)
+                self._where[index] = self._locate(index)
+            elif self._where[index] is not None:  # else it reads as zeros already
+                self._write_block(index, within, pieces, nbytes)
+
+    def flush(self) -> None:
+        self._leaf.flush()  # the only image a chain writes
+
+    def close(self) -> None:
+        """Flush the leaf and close every image (idempotent)."""
+        errors = []
+        for image in self._images:
+            try:
+                image.close()
+            except StorageError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "Chain":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- introspection ------------------------------------------------------
+
+    def sources(self, offset: int, length: int) -> list[tuple[int, int, str | None]]:
+        """Which file serves each part of a range: (offset, length, path or None for zeros)."""
+        self._check_range(offset, length)
+        runs: list[tuple[int, int, str | None]] = []
+        pos, end = offset, offset + length
+        while pos < end:
+            index = pos >> _SHIFT
+            stop = min(end, (index + 1) << _SHIFT)
+            loc = self._where[index]
+            path = None if loc is None else loc[2].path
+            if runs and runs[-1][2] == path:
+                runs[-1] = (runs[-1][0], runs[-1][1] + stop - pos, path)
+            else:
+                runs.append((pos, stop - pos, path))
+            pos = stop
+        return runs
+
+    # ---- internals ------------------------------------------------------------
+
+    def _locate(self, index: int) -> _Location:
+        """Walk the chain for one block (only on open and when the leaf changes it)."""
+        for image in self._images:
+            state = image.block_state(index)
+            if state is BlockState.ALLOCATED:
+                return (image.fd, image.block_offset(index), image)
+            if state is BlockState.ZERO:
+                return None
+        return None
+
+    def _transfer(self, offset: int, buffers: Sequence[memoryview], handler: _BlockHandler) -> None:
+        self._check_range(offset, sum(len(b) for b in buffers))
+        for index, within, pieces, nbytes in _split(offset, buffers):
+            handler(index, within, pieces, nbytes)
+
+    def _read_block(self, index: int, within: int, pieces: list[memoryview], nbytes: int) -> None:
+        loc = self._where[index]
+        if loc is None:
+            for piece in pieces:
+                piece[:] = ZEROS[: len(piece)]
+        else:
+            read_exact(loc[0], pieces, loc[1] + within, loc[2].path)
+
+    def _write_block(self, index: int, within: int, pieces: list[memoryview], nbytes: int) -> None:
+        leaf = self._leaf
+        loc = self._where[index]
+        if loc is not None and loc[2] is leaf:
+            leaf.write_at(loc[1] + within, pieces)
+            return
+        length = self._block_length(index)
+        if within == 0 and nbytes == length:
+            data = pieces
+        else:  # copy-on-write: the block as the chain has it, then the new bytes
+            view = memoryview(bytearray(BLOCK_SIZE))
+            if loc is not None:
+                read_exact(loc[0], [view[:length]], loc[1], loc[2].path)
+            pos = within
+            for piece in pieces:
+                view[pos : pos + len(piece)] = piece
+                pos += len(piece)
+            data = [view]
+        if all(is_zero(piece) for piece in data):  # as VirtualBox: a zero block, no data
+            leaf.zero_block(index)
+            self._where[index] = self._locate(index)
+        else:
+            self._where[index] = (leaf.fd, leaf.allocate_block(index, data), leaf)
+
+    def _block_length(self, index: int) -> int:
+        """Bytes of the virtual disk in block ``index`` (less than a block at the end)."""
+        return min(BLOCK_SIZE, self._size - (index << _SHIFT))
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self._size:
+            raise StorageError(
+                f"{self._leaf.path}: range {offset}+{length} is outside the disk "
+                f"({self._size} bytes)"
+            )
+
+    def _check_writable(self) -> None:
+        if self._leaf.read_only:
+            raise ReadOnlyError(f"{self._leaf.path}: medium is read-only")
+
+
+def open_chain(
+    leaf_path: str,
+    *,
+    read_only: bool = False,
+    registry: Mapping[UUID, str] | None = None,
+) -> Chain:
+    """Open ``leaf_path`` and its parents (found as :func:`find_parent` says) as a Chain."""
+    images: list[Image] = []
+    try:
+        image = open_image(leaf_path, read_only=read_only)
+        images.append(image)
+        while image.parent_uuid is not None:
+            path = find_parent(image.path, image.parent_uuid, registry)
+            for seen in images:
+                if os.path.realpath(path) == os.path.realpath(seen.path):
+                    raise LinkageError(f"{image.path}: the chain loops back to {seen.path}")
+            image = open_image(path, read_only=True)
+            images.append(image)
+            check_link(images[-2], image)
+        return Chain(images)
+    except BaseException:
+        for opened in images:
+            opened.close()
+        raise
+
+
+def find_parent(
+    child_path: str, parent_uuid: UUID, registry: Mapping[UUID, str] | None = None
+) -> str:
+    """The path of the image whose uuidCreate is ``parent_uuid`` (see the module doc)."""
+    if registry is not None and parent_uuid in registry:
+        return os.path.abspath(registry[parent_uuid])
+    child_path = os.path.abspath(child_path)
+    here = os.path.dirname(child_path)
+    dirs = [here] if os.path.dirname(here) == here else [here, os.path.dirname(here)]
+    for directory in dirs:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        found = [
+            path
+            for name in names
+            if name.lower().endswith(".vdi")
+            and (path := os.path.join(directory, name)) != child_path
+            and read_uuid_create(path) == parent_uuid
+        ]
+        if len(found) > 1:
+            raise LinkageError(
+                f"{child_path}: its parent {{{parent_uuid}}} is ambiguous: "
+                f"{found[0]} and {found[1]} both have that uuidCreate"
+            )
+        if found:
+            return found[0]
+    where = " or ".join(dirs)
+    registered = "" if registry is None else " and the media registry does not list it"
+    raise ParentNotFoundError(
+        f"{child_path}: parent image {{{parent_uuid}}} not found: no .vdi file in "
+        f"{where} has that uuidCreate{registered}"
+    )
+
+
+def check_link(child: Image | VdiScan, parent: Image | VdiScan) -> None:
+    """Refuse a parent that is not the image the child was made from (LinkageError)."""
+    if child.parent_uuid is None:
+        raise LinkageError(f"{child.path}: is a base image, yet {parent.path} follows it")
+    if parent.uuid != child.parent_uuid:
+        raise LinkageError(
+            f"{child.path}: its parent must have uuidCreate {{{child.parent_uuid}}} "
+            f"(uuidLinkage), but {parent.path} has {{{parent.uuid}}}"
+        )
+    if parent.size != child.size:
+        raise LinkageError(
+            f"{child.path}: size {child.size} differs from its parent's "
+            f"({parent.size}, {parent.path})"
+        )
+
+
+def _stale(child: Image, parent: Image) -> str | None:
+    """A warning if the parent changed since the diff was made (uuidParentModify)."""
+    expected = child.parent_modify_uuid
+    if expected is None or expected == parent.modify_uuid:
+        return None
+    return (
+        f"{child.path}: its parent {parent.path} was modified after the diff was made "
+        f"(uuidParentModify {{{expected}}}, the parent's uuidModify {{{parent.modify_uuid}}})"
+    )
+
+
+def _split(
+    offset: int, buffers: Sequence[memoryview]
+) -> Iterator[tuple[int, int, list[memoryview], int]]:
+    """Cut a buffer list at block boundaries: (block index, offset in block, pieces, bytes)."""
+    index, within = offset >> _SHIFT, offset & _MASK
+    room = BLOCK_SIZE - within
+    pieces: list[memoryview] = []
+    nbytes = 0
+    for buf in buffers:
+        view = memoryview(buf)
+        if view.format != "B":
+            view = view.cast("B")
+        while len(view):
+            take = min(len(view), room - nbytes)
+            pieces.append(view if take == len(view) else view[:take])
+            view = view[take:]
+            nbytes += take
+            if nbytes == room:
+                yield index, within, pieces, nbytes
+                index, within, room, pieces, nbytes = index + 1, 0, BLOCK_SIZE, [], 0
+    if pieces:
+        yield index, within, pieces, nbytes
