@@ -7,7 +7,7 @@ import sys
 from emu import __version__
 from emu.errors import EmuError
 
-COMMANDS = ("run", "image")
+COMMANDS = ("run", "image", "vm")
 
 
 def build_parser() -> argparse.ArgumentParser:

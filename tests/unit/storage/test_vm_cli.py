@@ -1,0 +1,118 @@
+"""`ahci-emu vm ...` through the real command-line entry point."""
+
+import json
+
+import pytest
+
+from emu import cli
+from emu.storage import ops
+from emu.storage.vm import Machine
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def ahci_emu(monkeypatch, capsys):
+    """Run ``ahci-emu ARGS...``; return (exit status, stdout, stderr)."""
+    if "vm" not in cli.COMMANDS:
+        monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "vm"))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        status = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
+
+
+def sector0(folder) -> bytes:
+    with Machine.open(folder) as vm:
+        disk = vm.start()[0]
+        buf = bytearray(512)
+        disk.readv(0, [memoryview(buf)])
+        return bytes(buf)
+
+
+def test_create_attach_snapshot_write_restore(tmp_path, ahci_emu):
+    base = tmp_path / "disk.vdi"
+    ops.create_image(str(base), 4 * MiB, fmt="vdi", variant="dynamic")
+    vm = tmp_path / "vm"
+    assert ahci_emu("vm", "create", vm)[0] == 0
+    assert ahci_emu("vm", "attach", vm, "--port", 0, "--medium", base)[0] == 0
+    status, out, _ = ahci_emu("vm", "snapshot", vm, "take", "clean", "--description", "fresh")
+    assert status == 0 and "clean" in out
+    with Machine.open(vm) as machine:
+        disk = machine.start()[0]
+        disk.writev(0, [memoryview(bytearray(b"dirty" * 100))])
+    assert sector0(vm)[:5] == b"dirty"
+    assert ahci_emu("vm", "snapshot", vm, "restore", "clean")[0] == 0
+    assert sector0(vm) == bytes(512)
+
+    status, out, _ = ahci_emu("vm", "snapshot", vm, "list")
+    first, description = out.splitlines()
+    assert status == 0 and first.startswith("clean (") and first.endswith(" *")
+    assert description.strip() == "fresh"
+    status, out, _ = ahci_emu("vm", "info", vm, "--output", "json")
+    info = json.loads(out)
+    assert info["current_snapshot"] == "clean"
+    assert info["attachments"][0]["type"] == "normal"
+    assert len(info["attachments"][0]["chain"]) == 2
+    status, out, _ = ahci_emu("vm", "info", vm)
+    assert status == 0 and "Port 0:" in out and "clean" in out
+
+    assert ahci_emu("vm", "snapshot", vm, "delete", "clean")[0] == 0
+    assert ahci_emu("vm", "detach", vm, "--port", 0)[0] == 0
+    assert json.loads(ahci_emu("vm", "info", vm, "--output", "json")[1])["attachments"] == []
+
+
+def test_immutable_without_autoreset(tmp_path, ahci_emu):
+    base = tmp_path / "disk.vdi"
+    ops.create_image(str(base), 4 * MiB, fmt="vdi", variant="dynamic")
+    ahci_emu("vm", "create", tmp_path / "vm")
+    status, _, _ = ahci_emu(
+        "vm",
+        "attach",
+        tmp_path / "vm",
+        "--port",
+        1,
+        "--medium",
+        base,
+        "--type",
+        "immutable",
+        "--no-autoreset",
+    )
+    assert status == 0
+    info = json.loads(ahci_emu("vm", "info", tmp_path / "vm", "--output", "json")[1])
+    assert info["attachments"][0] | {"chain": None, "medium": None, "path": None} == {
+        "port": 1,
+        "type": "immutable",
+        "autoreset": False,
+        "chain": None,
+        "medium": None,
+        "path": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["vm", "info", "{tmp}/nothing"], "not a machine folder"),
+        (["vm", "create", "{tmp}/vm"], "already a machine folder"),
+        (["vm", "snapshot", "{tmp}/vm", "restore", "nope"], "no snapshot named 'nope'"),
+        (["vm", "snapshot", "{tmp}/vm", "take"], "snapshot take needs a NAME"),
+        (["vm", "snapshot", "{tmp}/vm", "list", "x"], "takes no NAME"),
+        (["vm", "attach", "{tmp}/vm", "--port", "0", "--medium", "{tmp}/none.vdi"], "cannot open"),
+        (["vm", "detach", "{tmp}/vm", "--port", "3"], "port 3 has no disk"),
+    ],
+)
+def test_errors_are_one_line_on_stderr_and_exit_1(tmp_path, ahci_emu, argv, message):
+    Machine.create(tmp_path / "vm").close()
+    status, out, err = ahci_emu(*(a.format(tmp=tmp_path) for a in argv))
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("ahci-emu: error: ") and message in err
+
+
+def test_a_bad_type_is_a_usage_error(tmp_path, ahci_emu):
+    with pytest.raises(SystemExit) as exc:
+        ahci_emu("vm", "attach", tmp_path, "--port", 0, "--medium", "x", "--type", "sticky")
+    assert exc.value.code == 2
