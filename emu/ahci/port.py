@@ -268,7 +268,9 @@ class AhciPort:
         done = disk.execute(req, buffers)
         write_prdbc(entry, 0 if done.failed else req.nbytes)
         if self.tracer is not None:
-            self.tracer.command(self.index, slot, tf, pieces, req.nbytes, done)
+            self.tracer.command(
+                self.index, slot, tf, pieces, req.nbytes, done, disk.read_sources(req)
+            )
         if done.failed:
             self._fail(slot, area, done)
             return
@@ -355,7 +357,15 @@ class AhciPort:
             )
         done = self.disk.execute(req, buffers)
         if self.tracer is not None:
-            self.tracer.command(self.index, slot, req.taskfile, pieces, req.nbytes, done)
+            self.tracer.command(
+                self.index,
+                slot,
+                req.taskfile,
+                pieces,
+                req.nbytes,
+                done,
+                self.disk.read_sources(req),
+            )
         if done.failed:  # the device reports a queued command's error in an SDB FIS
             if area is not None:
                 fis.write_sdb(area, done.status, done.error, 0)

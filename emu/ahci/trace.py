@@ -23,22 +23,25 @@ class Tracer:
         pieces: list[tuple[int, int, bool]],
         nbytes: int,
         done: Completion,
+        sources: list[tuple[int, int, str | None]] | None = None,
     ) -> None:
-        self._emit(
-            {
-                "event": "command",
-                "port": port,
-                "slot": slot,
-                "opcode": tf.command,
-                "lba": tf.lba,
-                "count": tf.count,
-                "features": tf.features,
-                "bytes": nbytes,
-                "prdt": [[address, length] for address, length, _ in pieces],
-                "status": done.status,
-                "error": done.error,
-            }
-        )
+        """``sources``: for a read from an image chain, the image serving each range."""
+        record = {
+            "event": "command",
+            "port": port,
+            "slot": slot,
+            "opcode": tf.command,
+            "lba": tf.lba,
+            "count": tf.count,
+            "features": tf.features,
+            "bytes": nbytes,
+            "prdt": [[address, length] for address, length, _ in pieces],
+            "status": done.status,
+            "error": done.error,
+        }
+        if sources is not None:
+            record["sources"] = [list(source) for source in sources]
+        self._emit(record)
 
     def failure(self, port: int, slot: int, reason: str, done: Completion | None) -> None:
         record = {"event": "failure", "port": port, "slot": slot, "reason": reason}

@@ -74,6 +74,17 @@ _LBA28_COMMANDS = frozenset(
     }
 )
 _QUEUED_COMMANDS = frozenset({Command.READ_FPDMA_QUEUED, Command.WRITE_FPDMA_QUEUED})
+_SECTOR_READS = frozenset(
+    {
+        Command.READ_SECTORS,
+        Command.READ_SECTORS_EXT,
+        Command.READ_MULTIPLE,
+        Command.READ_MULTIPLE_EXT,
+        Command.READ_DMA,
+        Command.READ_DMA_EXT,
+        Command.READ_FPDMA_QUEUED,
+    }
+)
 _DEVICE_LBA = 0x40
 _VERIFY_CHUNK = 64 * 1024
 
@@ -203,6 +214,15 @@ class AtaDisk:
             if req.tag is not None:
                 self._record_ncq_error(req.tag, err.completion)
             return err.completion
+
+    def read_sources(self, req: Request) -> list[tuple[int, int, str | None]] | None:
+        """For a read, which backing image serves each byte range (the medium's
+        ``sources``: (offset, length, path or None for zeros)); None otherwise."""
+        sources = getattr(self._dev, "sources", None)
+        if sources is None or req.taskfile.command not in _SECTOR_READS:
+            return None
+        lba, _ = _extent(req.taskfile)
+        return sources(lba * SECTOR_SIZE, req.nbytes)
 
     # -- decoding -----------------------------------------------------------
 

@@ -2,16 +2,23 @@
 
 import argparse
 import contextlib
+import os
 import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import IO
 
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, resolve_guest
+from emu.storage.blockdev import BlockDevice
+
+SCRATCH_DISK_SIZE = 64 << 20
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
 124 when the guest outlives --timeout, 125 on a stray access under --strict,
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
-130 on Ctrl-C, 1 on any other error (bad guest file, bad option).
+130 on Ctrl-C, 1 on any other error (bad guest or disk file, bad option).
 """
 
 
@@ -20,10 +27,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="boot a guest and run it to its exit",
         description="Boot a multiboot ELF32 guest on the emulated board and run it until it "
-        "writes its exit status to the debug-exit port.",
+        "writes its exit status to the debug-exit port. With no GUEST and no --disk, the "
+        f"default guest ({DEFAULT_GUEST}) runs on a scratch 64 MiB disk in a temporary folder.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_guest_arguments(parser)
+    parser.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="attach a disk image (raw, VDI, or a VDI diff whose parents are found beside "
+        "it) to the next AHCI port (0, 1, ...); repeatable",
+    )
+    parser.set_defaults(handler=run)
+
+
+def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
+    """GUEST and the options of a run, shared by `run` and `vm run`."""
     parser.add_argument(
         "guest",
         nargs="?",
@@ -47,14 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--serial", metavar="FILE", help="write the guest's COM1 output to FILE instead of stdout"
     )
     parser.add_argument(
-        "--disk",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="attach a disk image to the next AHCI port (0, 1, ...); repeatable",
-    )
-    parser.add_argument(
-        "--trace", metavar="FILE", help="write one JSON line per AHCI command to FILE"
+        "--trace",
+        metavar="FILE",
+        help="write one JSON line per AHCI command to FILE (reads from an image chain "
+        "also record which image served each range)",
     )
     parser.add_argument(
         "--trace-regs",
@@ -64,13 +82,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--strict",
         action="store_true",
-        help="stop (exit status 125) at the first access to a port or address "
-        "that nothing decodes, instead of answering it as open bus",
+        help="stop (exit status 125) at the first access to a port or address that nothing "
+        "decodes, instead of answering it as open bus",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from emu.storage.chain import open_chain
+
+    with contextlib.ExitStack() as stack:
+        paths = list(args.disk)
+        if args.guest is None and not paths:
+            paths.append(scratch_disk(stack))
+        disks = [stack.enter_context(open_chain(path)) for path in paths]
+        return boot(args, disks)
+
+
+def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
+    """Run ``args.guest`` with ``disks`` on ports 0, 1, ... (None: an empty port)."""
     from emu.machine.board import Board, BoardConfig
 
     guest = resolve_guest(args.guest)
@@ -79,7 +108,6 @@ def run(args: argparse.Namespace) -> int:
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
     with contextlib.ExitStack() as stack:
-        disks = [stack.enter_context(open_disk(path)) for path in args.disk]
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
         board = Board(
@@ -97,26 +125,26 @@ def run(args: argparse.Namespace) -> int:
             return board.run(args.timeout) & 0xFF
         finally:
             for disk in disks:
-                disk.flush()  # what the guest wrote survives the run, flushed or not
+                if disk is not None:
+                    disk.flush()  # what the guest wrote survives the run, flushed or not
+
+
+def scratch_disk(stack: contextlib.ExitStack) -> str:
+    """A sparse 64 MiB raw disk in a temporary folder removed after the run."""
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ahci-emu-"))
+    path = os.path.join(folder, "scratch.img")
+    with open(path, "wb") as f:
+        f.truncate(SCRATCH_DISK_SIZE)
+    return path
 
 
 @contextlib.contextmanager
-def open_disk(path: str):
-    from emu.storage.raw import RawImage
-
-    disk = RawImage(path)
-    try:
-        yield disk
-    finally:
-        disk.close()
-
-
-@contextlib.contextmanager
-def open_output(path: str | None, mode: str, default):
+def open_output(path: str | None, mode: str, default: IO | None) -> Iterator[IO | None]:
     """``path`` opened for writing (closed afterwards), or ``default`` when no path is given."""
     if path is None:
         yield default
-        default.flush()
+        if default is not None:
+            default.flush()
         return
     try:
         stream = open(path, mode)  # noqa: SIM115 - closed below

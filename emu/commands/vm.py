@@ -3,6 +3,8 @@
 import argparse
 import json
 
+from emu.commands.run import EPILOG as RUN_EPILOG
+from emu.commands.run import add_guest_arguments, boot
 from emu.errors import EmuError
 from emu.storage.media import MediumType
 from emu.storage.vm import Machine, SnapshotNode
@@ -65,10 +67,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     snapshot.add_argument("--description", default="", metavar="TEXT", help="for take")
     snapshot.set_defaults(handler=_snapshot)
 
+    run = actions.add_parser(
+        "run",
+        help="boot a guest on the machine's disks",
+        description="Start the machine (medium types applied: immutable diffs reset, "
+        "multi-attach diffs per machine) and boot GUEST with each attachment on its port.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("dir", metavar="DIR")
+    add_guest_arguments(run)
+    run.set_defaults(handler=_run)
+
     info = actions.add_parser("info", help="show attachments, chains and snapshots")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--output", choices=["text", "json"], default="text")
     info.set_defaults(handler=_info)
+
+
+def _run(args: argparse.Namespace) -> int:
+    with Machine.open(args.dir) as machine:
+        devices = machine.start()
+        try:
+            ports = max(devices, default=-1) + 1
+            return boot(args, [devices.get(port) for port in range(ports)])
+        finally:
+            machine.stop()
 
 
 def _create(args: argparse.Namespace) -> int:

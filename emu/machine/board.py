@@ -95,7 +95,7 @@ class BoardConfig:
     memory_mib: int = 128
     strict: bool = False
     serial: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
-    disks: Sequence[BlockDevice] = ()  # on AHCI ports 0, 1, ...
+    disks: Sequence[BlockDevice | None] = ()  # on AHCI ports 0, 1, ...; None: empty port
     trace: TextIO | None = None
     trace_registers: bool = False
 
@@ -144,7 +144,7 @@ class Board:
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
             raise MachineError("an AHCI controller has at most 32 ports")
-        disks = [AtaDisk(dev) for dev in config.disks]
+        disks = [None if dev is None else AtaDisk(dev) for dev in config.disks]
         disks += [None] * (max(Q35_PORTS, len(disks)) - len(disks))
         tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
         self.hba = AhciHba(
