@@ -60,13 +60,18 @@ class AhciPort:
         self._on_interrupt = on_interrupt
         self._bus_master = bus_master
         self.tracer = tracer
-        self.reset()
+        self.power_on()
 
     # -- reset ---------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Power-on / HBA reset values (AHCI 3.3), then the link comes up if a disk is there."""
+    def power_on(self) -> None:
+        """Power-on values: the command list and FIS bases start at zero."""
         self.clb = self.clbu = self.fb = self.fbu = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """HBA reset (AHCI 10.4.3): every port register back to its reset value except
+        PxCLB/PxCLBU/PxFB/PxFBU, then the link comes up if a disk is there."""
         self.is_ = self.ie = 0
         self.cmd = regs.CMD_SUD | regs.CMD_POD  # no staggered spin-up, no cold presence detect
         self.tfd = NO_DEVICE_TFD
@@ -184,9 +189,9 @@ class AhciPort:
         old_det = self.sctl & regs.SCTL_DET_MASK
         self.sctl = value
         det = value & regs.SCTL_DET_MASK
-        if det == regs.SCTL_DET_COMRESET:
+        if det == regs.SCTL_DET_COMRESET:  # AHCI 10.4.2: STS reads 7Fh, no link yet
             self.ssts = 0
-            self.tfd = regs.TFD_STS_BSY | NO_DEVICE_TFD if self.disk else NO_DEVICE_TFD
+            self.tfd = NO_DEVICE_TFD
         elif det == 0 and old_det == regs.SCTL_DET_COMRESET:
             self._comreset()
         elif det == 4:  # PHY offline

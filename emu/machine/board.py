@@ -197,7 +197,7 @@ class Board:
 
     def _request_stop(self) -> None:
         self._stop_requested = True
-        self.uc.emu_stop()
+        self.mmio.stop()
 
     # -- hooks (Unicorn calls these from inside emu_start) ------------------------------
 
@@ -273,11 +273,23 @@ class Board:
                         self._fault = self._describe(exc)
                 if (code := self._verdict(watchdog)) is not None:
                     return code
+                if self.mmio.replay_pending:
+                    self._finish_store()
                 if self._stop_requested or self._interrupt_ready():
                     continue
                 self._halted(watchdog)
                 if (code := self._verdict(watchdog)) is not None:
                     return code
+
+    def _finish_store(self) -> None:
+        """Step over the MMIO store the guest stopped in (its repeat is dropped), so an
+        interrupt it raised is taken after the store, as on a CPU."""
+        try:
+            self.uc.emu_start(self.eip(), _STOP_AT, 0, 1)
+        except UcError as exc:
+            if self._fault is None:
+                self._fault = self._describe(exc)
+        self.mmio.forget_replay()
 
     def _interrupt_ready(self) -> bool:
         return self.apic.deliverable() is not None and bool(

@@ -122,6 +122,8 @@ class MmioBus:
         self._regions: list[MmioRegion] = []
         self._open_pages: set[int] = set()
         self._callbacks: dict[int, tuple[object, object]] = {}  # base -> live C callbacks
+        self._writing: tuple[int, int, int, int] | None = None  # (base, offset, size, value)
+        self._replay: tuple[int, int, int, int] | None = None
 
     def add(self, region: MmioRegion, base: int | None) -> None:
         self._regions.append(region)
@@ -165,10 +167,18 @@ class MmioBus:
                 return (1 << (8 * size)) - 1
 
         def on_write(_uc, offset, size, value, _ud):
+            access = (base, offset, size, value)
+            if self._replay is not None:
+                replayed, self._replay = self._replay == access, None
+                if replayed:
+                    return
+            self._writing = access
             try:
                 write(offset, size, value)
             except Exception as exc:  # reported; the run stops
                 fail(f"{name} write at +0x{offset:x} failed: {exc!r}")
+            finally:
+                self._writing = None
 
         callbacks = (_MMIO_READ(on_read), _MMIO_WRITE(on_write))
         status = uclib.uc_mmio_map(self._uc._uch, base, size,
@@ -177,6 +187,26 @@ class MmioBus:
         if status:
             raise UcError(status)
         self._callbacks[base] = callbacks
+
+    def stop(self) -> None:
+        """Stop the guest (at the end of its current block) so the run loop can act.
+
+        A stop requested inside an MMIO store leaves EIP on that store, and Unicorn
+        executes it again when the guest resumes: the repeat is recognised and
+        dropped (see :attr:`replay_pending`), so the device sees each store once.
+        """
+        if self._writing is not None:
+            self._replay = self._writing
+        self._uc.emu_stop()
+
+    @property
+    def replay_pending(self) -> bool:
+        """The guest stopped inside an MMIO store that it will execute again (and we drop)."""
+        return self._replay is not None
+
+    def forget_replay(self) -> None:
+        """The store was stepped over (or never came back): drop no later write."""
+        self._replay = None
 
     def open_bus(self, address: int, is_write: bool) -> bool:
         """Decode an access nothing claims: map the page as open bus and let it retry."""

@@ -1,9 +1,9 @@
 """The HBA register file driven directly: reset values, RO/RW/RW1C, HR, COMRESET."""
 
 import pytest
-from driver import make_machine
+from driver import h2d, make_machine
 
-from emu.ahci import regs
+from emu.ahci import fis, regs
 
 
 @pytest.fixture
@@ -98,13 +98,16 @@ def test_cmd_read_only_bits_and_self_clearing_clo(m):
 
 
 def test_clo_clears_busy_and_drq(m):
-    m.set_preg(0, regs.PxSCTL, 1)  # COMRESET in progress: BSY
+    m.start(0)
+    m.command(0, h2d(0, c=False, control=fis.CONTROL_SRST))  # SRST asserted: BSY
+    m.issue(1)
     assert m.preg(0, regs.PxTFD) & regs.TFD_STS_BSY
-    m.set_preg(0, regs.PxCMD, regs.CMD_CLO)
+    m.set_preg(0, regs.PxCMD, regs.CMD_FRE | regs.CMD_ST | regs.CMD_CLO)
     assert m.preg(0, regs.PxTFD) & (regs.TFD_STS_BSY | regs.TFD_STS_DRQ) == 0
+    assert m.preg(0, regs.PxCMD) & regs.CMD_CLO == 0
 
 
-def test_hba_reset_restores_port_registers(m):
+def test_hba_reset_restores_port_registers_but_keeps_the_bases(m):
     m.start(0)
     m.set_preg(0, regs.PxIE, 0xFF)
     m.set_reg(regs.GHC, regs.GHC_IE)
@@ -112,13 +115,14 @@ def test_hba_reset_restores_port_registers(m):
     assert m.reg(regs.GHC) == regs.GHC_AE
     assert m.preg(0, regs.PxCMD) == regs.CMD_SUD | regs.CMD_POD
     assert m.preg(0, regs.PxIE) == 0
-    assert m.preg(0, regs.PxCLB) == 0
     assert m.preg(0, regs.PxSIG) == regs.SIG_ATA
+    assert (m.preg(0, regs.PxCLB), m.preg(0, regs.PxFB)) == (0x10000, 0x40000)  # AHCI 10.4.3
 
 
 def test_comreset_brings_the_link_back_and_reports_exchange(m):
     m.set_preg(0, regs.PxSCTL, 1)
     assert m.preg(0, regs.PxSSTS) == 0
+    assert m.preg(0, regs.PxTFD) == 0x7F  # AHCI 10.4.2
     m.set_preg(0, regs.PxSCTL, 0)
     assert m.preg(0, regs.PxSSTS) == 0x113
     assert m.preg(0, regs.PxSERR) & regs.SERR_DIAG_X
