@@ -4,7 +4,7 @@ from pathlib import Path
 
 from emu.errors import EmuError
 
-DEFAULT_GUEST = "hello"
+DEFAULT_GUEST = "demo"
 
 
 def guest_images_dir() -> Path:

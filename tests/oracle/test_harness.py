@@ -34,3 +34,11 @@ def test_listed_difference_is_allowed_only_for_its_guest():
 def test_differences_file_entries_all_carry_a_reason():
     for entry in load_differences():
         assert entry["reason"].strip()
+
+
+def test_exit_codes_that_count_explained_failures_are_accepted():
+    ours = Run("ok 1 - a\nok 2 - b\n", 0)
+    theirs = Run("ok 1 - a\nnot ok 2 - b: x\n", 1)
+    allow = [{"guests": ["g"], "ours": r"ok 2 - b", "qemu": r"not ok 2 - b: .*", "reason": "r"}]
+    assert unexplained("g", ours, theirs, allow) == []
+    assert unexplained("g", ours, Run(theirs.transcript, 7), allow) == ["exit code: ours 0, QEMU 7"]

@@ -38,10 +38,12 @@ def test_runs_a_guest_and_exits_with_its_code(make_guest):
     assert (proc.returncode, proc.stdout) == (9, "x")
 
 
-def test_default_guest_is_hello():
+def test_default_run_is_demo_on_a_scratch_disk():
     proc = ahci_emu("run")
-    assert proc.returncode == 0
-    assert proc.stdout.startswith("hello from an ahci-emu guest\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ahci-emu demo guest\n")
+    assert "port 0 capacity: 131072 sectors (64 MiB)\n" in proc.stdout
+    assert "ok 3 - read it back: same bytes\n" in proc.stdout
 
 
 def test_builtin_guest_by_name_and_append_reach_the_guest():

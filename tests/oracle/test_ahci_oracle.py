@@ -1,0 +1,33 @@
+"""The AHCI guests give the same transcript and exit code under QEMU q35 as under ahci-emu.
+
+Each case (tests/support/ahci_guests.py) runs once per machine, each with its own
+fresh copies of the same disk images. Lines may differ only as
+tests/oracle/differences.toml allows: where QEMU departs from AHCI 1.3.1 /
+ATA8-ACS / SATA (the guests check the specs), and where values differ by design
+(model, serial number, firmware revision).
+
+A test guest's exit code is its number of failed checks, so where QEMU fails a
+check that we pass (an allowed difference) the exit codes differ too; the
+harness accepts that only when each exit code is its own count of ``not ok``
+lines, every one of which is explained line by line.
+
+Cases QEMU 7.2 does not survive (``abuse=1``) are not run here; tests/guests
+runs them on ahci-emu.
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness import load_differences, run_ours, run_qemu, unexplained
+from support.ahci_guests import CASES
+
+ORACLE_CASES = [case for case in CASES if case.oracle]
+
+
+@pytest.mark.parametrize("case", ORACLE_CASES, ids=[c.id for c in ORACLE_CASES])
+def test_ahci_guest_matches_qemu(case, tmp_path):
+    elf = case.elf()
+    theirs = run_qemu(elf, case.append, case.make_disks(tmp_path / "qemu"))
+    ours = run_ours(elf, case.append, case.make_disks(tmp_path / "ours"))
+    assert theirs.transcript, "QEMU printed nothing: the oracle would prove nothing"
+    assert unexplained(case.guest, ours, theirs, load_differences()) == []
