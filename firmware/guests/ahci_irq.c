@@ -52,24 +52,27 @@ static void reset_counts(void)
     last_vector = 0;
 }
 
-/* Halt until the slots are done and an interrupt has come, or the command
- * is done with no interrupt pending; interrupts are off on return. */
-static void wait_done(struct ahci_port *p, uint32_t ci_mask, uint32_t sact_mask)
+/* Wait until the slots are done and the handler has seen the event the command
+ * ends with (bounded), then give further interrupts a moment to land; interrupts
+ * are off on return. Neither "done" nor "an interrupt came" alone ends the wait:
+ * QEMU completes NCQ from its I/O thread, after an earlier DHRS interrupt. */
+static void wait_done(struct ahci_port *p, uint32_t ci_mask, uint32_t sact_mask,
+                      uint32_t expect_bit)
 {
-    uint32_t bit = 1u << p->num;
-    for (unsigned spins = 0; spins < 10000; spins++) {
+    for (unsigned spins = 0; spins < 100000; spins++) {
         int done = !(ahci_port_read(p, PX_CI) & ci_mask) &&
                    !(ahci_port_read(p, PX_SACT) & sact_mask);
-        if (n_irq && (done || (seen_pxis & PXIS_FATAL)))
+        if (seen_pxis & PXIS_FATAL)
             break; /* an error leaves the slot set in PxCI: the port halts */
-        if (done && !(ahci_read(AHCI_IS) & bit)) {
-            /* Nothing pending: let a message in flight land, then stop. */
-            sti();
-            ahci_delay(2000);
-            cli();
+        if (done && (seen_pxis & expect_bit))
             break;
+        if (done) {
+            sti();
+            ahci_delay(100);
+            cli();
+        } else {
+            ahci_irq_wait();
         }
-        ahci_irq_wait();
     }
     sti();
     ahci_delay(2000); /* any further interrupts for this command */
@@ -86,7 +89,7 @@ static void run(struct ahci_port *p, const char *what, const struct ata_tf *tf, 
     ahci_write(AHCI_IS, 0xFFFFFFFF);
     reset_counts();
     ahci_issue(p, 1);
-    wait_done(p, 1, 0);
+    wait_done(p, 1, 0, expect_bit);
     snprintf(name, sizeof(name), "%s: %s", what,
              exactly_one ? "exactly one interrupt" : "interrupted");
     check(exactly_one ? n_irq == 1 : n_irq >= 1, name, "%u interrupts", n_irq);
@@ -130,7 +133,7 @@ static void per_command(struct ahci_port *p)
     ahci_port_write(p, PX_IS, 0xFFFFFFFF);
     reset_counts();
     ahci_ncq_issue(p, 0xFF);
-    wait_done(p, 0xFF, 0xFF);
+    wait_done(p, 0xFF, 0xFF, PXIS_SDBS);
     check(n_irq >= 1 && n_irq <= 8, "8 NCQ reads: 1 to 8 interrupts", "%u interrupts", n_irq);
     check_ok(seen_pxis & PXIS_SDBS, "8 NCQ reads: handler saw PxIS.SDBS");
     check_ok(ahci_pattern_check(buf, 100, 64, TAG0) < 0, "8 NCQ reads: data");
