@@ -10,7 +10,9 @@ from emu.errors import EmuError
 COMMANDS = ("run", "image", "vm")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only the command it names is imported (a command's
+    module may pull in heavy imports, and every guest run pays for start-up)."""
     parser = argparse.ArgumentParser(
         prog="ahci-emu",
         description="An emulated AHCI/SATA controller: boot small x86 test guests under "
@@ -18,13 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    named = next((arg for arg in argv or () if not arg.startswith("-")), None)
+    for name in [named] if named in COMMANDS else COMMANDS:
         importlib.import_module(f"emu.commands.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.handler(args)
     except EmuError as exc:

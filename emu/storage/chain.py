@@ -32,12 +32,15 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from emu.storage.detect import open_image
 from emu.storage.errors import LinkageError, ParentNotFoundError, ReadOnlyError, StorageError
 from emu.storage.image import BLOCK_SIZE, ZEROS, BlockState, Image, is_zero, read_exact
-from emu.storage.vdi import VdiScan, read_uuid_create
+
+if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is involved
+    from emu.storage.vdi import VdiScan
 
 _SHIFT = BLOCK_SIZE.bit_length() - 1
 _MASK = BLOCK_SIZE - 1
@@ -271,6 +274,8 @@ def find_parent(
     """The path of the image whose uuidCreate is ``parent_uuid`` (see the module doc)."""
     if registry is not None and parent_uuid in registry:
         return os.path.abspath(registry[parent_uuid])
+    from emu.storage.vdi import read_uuid_create
+
     child_path = os.path.abspath(child_path)
     here = os.path.dirname(child_path)
     dirs = [here] if os.path.dirname(here) == here else [here, os.path.dirname(here)]
@@ -301,7 +306,7 @@ def find_parent(
     )
 
 
-def check_link(child: Image | VdiScan, parent: Image | VdiScan) -> None:
+def check_link(child: "Image | VdiScan", parent: "Image | VdiScan") -> None:
     """Refuse a parent that is not the image the child was made from (LinkageError)."""
     if child.parent_uuid is None:
         raise LinkageError(f"{child.path}: is a base image, yet {parent.path} follows it")

@@ -11,7 +11,20 @@ import os
 from emu.storage.errors import MediumError
 from emu.storage.image import Image
 from emu.storage.raw import RawImage
-from emu.storage.vdi import HEADER1PLUS_SIZE, VdiImage, looks_like_vdi
+
+# The VDI pre-header (VDICore.h VDIPREHEADER): 64 bytes of text, then u32Signature.
+# Checked here by hand so that telling a raw disk apart needs no construct import
+# (emu.storage.vdi, which declares the layouts, is imported only for a VDI).
+VDI_SIGNATURE = 0xBEDA107F
+_SIGNATURE_OFFSET = 64
+
+
+def looks_like_vdi(head: bytes) -> bool:
+    """Whether the first bytes of a file claim to be a VDI (signature or pre-header text)."""
+    signature = head[_SIGNATURE_OFFSET : _SIGNATURE_OFFSET + 4]
+    if len(signature) == 4 and int.from_bytes(signature, "little") == VDI_SIGNATURE:
+        return True
+    return head.startswith(b"<<< ") and b"Disk Image >>>" in head[:64]
 
 
 def is_vdi(path: str) -> bool:
@@ -20,7 +33,7 @@ def is_vdi(path: str) -> bool:
         return True
     try:
         with open(path, "rb") as f:
-            head = f.read(HEADER1PLUS_SIZE)
+            head = f.read(_SIGNATURE_OFFSET + 4)
     except OSError as exc:
         raise MediumError(f"{path}: cannot open: {exc.strerror}") from None
     return looks_like_vdi(head)
@@ -30,5 +43,7 @@ def open_image(path: str, *, read_only: bool = False) -> Image:
     """Open one image file (no parents): a VdiImage or a RawImage."""
     path = os.path.abspath(path)
     if is_vdi(path):
+        from emu.storage.vdi import VdiImage
+
         return VdiImage.open(path, read_only=read_only)
     return RawImage(path, read_only=read_only)

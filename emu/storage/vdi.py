@@ -544,13 +544,6 @@ def read_uuid_create(path: str) -> UUID | None:
         return None
 
 
-def looks_like_vdi(head: bytes) -> bool:
-    """Whether the first bytes of a file claim to be a VDI (signature or pre-header text)."""
-    if len(head) >= _PRE_SIZE and VDIPREHEADER.parse(head).u32Signature == SIGNATURE:
-        return True
-    return head.startswith(b"<<< ") and b"Disk Image >>>" in head[:64]
-
-
 def _new_header(
     size: int,
     kind: ImageType,
