@@ -29,6 +29,7 @@ class AhciHba:
         interrupt: Callable[[], None],
         bus_master: Callable[[], bool],
         tracer: "Tracer | None" = None,
+        intx: Callable[[bool], None] | None = None,
     ) -> None:
         if not 1 <= len(disks) <= 32:
             raise ValueError("an AHCI HBA has 1 to 32 ports")
@@ -42,6 +43,8 @@ class AhciHba:
         )
         self.pi = (1 << len(disks)) - 1
         self._interrupt = interrupt
+        self._intx = intx
+        self._intx_level = False
         self.tracer = tracer
         self.ports = [
             AhciPort(i, memory, disk, self._port_interrupt, bus_master, tracer)
@@ -56,12 +59,21 @@ class AhciHba:
         self.is_ = 0
         for port in self.ports:
             port.reset()
+        self._update_intx()
 
     def _port_interrupt(self, port: AhciPort, bits: int) -> None:
         if bits & port.ie:
             self.is_ |= 1 << port.index
             if self.ghc & regs.GHC_IE:
                 self._interrupt()
+            self._update_intx()
+
+    def _update_intx(self) -> None:
+        level = self.interrupt_pending
+        if level != self._intx_level:
+            self._intx_level = level
+            if self._intx is not None:
+                self._intx(level)
 
     @property
     def interrupt_pending(self) -> bool:
@@ -113,9 +125,11 @@ class AhciHba:
             self._refresh_is()
             if enabling and self.is_:
                 self._interrupt()
+            self._update_intx()
         elif offset == regs.IS:
             self.is_ &= ~value
             self._refresh_is()
+            self._update_intx()
         # CAP, PI, VS, CAP2 and BOHC are read-only here; CCC and EM are not implemented
         # (CAP.CCCS = CAP.EMS = 0), so their registers are reserved and read zero.
 

@@ -1,10 +1,13 @@
 """The local APIC, as far as MSI delivery needs it (Intel SDM vol. 3, chapter 11).
 
-MSI writes land here as fixed interrupts: the vector goes into IRR; the board
-delivers the highest one whose priority class beats the processor priority
-while EFLAGS.IF is set; EOI retires the highest in-service vector. No timer,
-no IPIs, no LINT: the test guests need none of them.
+MSI writes and I/O APIC messages land here as fixed interrupts: the vector goes
+into IRR; the board delivers the highest one whose priority class beats the
+processor priority while EFLAGS.IF is set; EOI retires the highest in-service
+vector (and tells the I/O APIC when it was level-triggered). No timer, no IPIs,
+no LINT: the test guests need none of them.
 """
+
+from collections.abc import Callable
 
 BASE = 0xFEE00000
 SIZE = 0x1000
@@ -32,7 +35,11 @@ LVT_MASKED = 1 << 16
 
 
 class LocalApic:
-    def __init__(self) -> None:
+    def __init__(self, on_eoi: Callable[[int], None] | None = None) -> None:
+        """``on_eoi(vector)`` is told when a level-triggered vector is retired (the
+        EOI broadcast an I/O APIC needs)."""
+        self._on_eoi = on_eoi
+        self.tmr = 0  # trigger mode: level-triggered vectors
         self.tpr = 0
         self.svr = 0xFF  # reset: software-disabled, spurious vector FFh
         self.ldr = 0
@@ -45,10 +52,12 @@ class LocalApic:
     def enabled(self) -> bool:
         return bool(self.svr & SVR_ENABLE)
 
-    def accept(self, vector: int) -> None:
-        """A fixed interrupt (an MSI) arrives; vectors 0-15 are illegal and dropped."""
+    def accept(self, vector: int, level: bool = False) -> None:
+        """A fixed interrupt arrives (an MSI, or from the I/O APIC); vectors 0-15 are
+        illegal and dropped."""
         if self.enabled and vector >= 16:
             self.irr |= 1 << vector
+            self.tmr = self.tmr | 1 << vector if level else self.tmr & ~(1 << vector)
 
     def _ppr(self) -> int:
         isr_class = (self.isr.bit_length() - 1) & 0xF0 if self.isr else 0
@@ -73,6 +82,8 @@ class LocalApic:
     def _read32(self, offset: int) -> int:
         if ISR_BASE <= offset < TMR_BASE:
             return (self.isr >> (32 * ((offset - ISR_BASE) >> 4))) & 0xFFFFFFFF
+        if TMR_BASE <= offset < IRR_BASE:
+            return (self.tmr >> (32 * ((offset - TMR_BASE) >> 4))) & 0xFFFFFFFF
         if IRR_BASE <= offset < ESR:
             return (self.irr >> (32 * ((offset - IRR_BASE) >> 4))) & 0xFFFFFFFF
         if offset in self.lvt:
@@ -93,7 +104,10 @@ class LocalApic:
             self.tpr = value & 0xFF
         elif offset == EOI:
             if self.isr:
-                self.isr &= ~(1 << (self.isr.bit_length() - 1))
+                vector = self.isr.bit_length() - 1
+                self.isr &= ~(1 << vector)
+                if self.tmr & 1 << vector and self._on_eoi is not None:
+                    self._on_eoi(vector)
         elif offset == SVR:
             self.svr = value & 0x13FF
         elif offset == LDR:

@@ -47,14 +47,14 @@ from unicorn.x86_const import (
 from emu.ahci.hba import AhciHba
 from emu.ahci.trace import Tracer
 from emu.ata.disk import AtaDisk
-from emu.machine import apic, debugexit, uart
+from emu.machine import apic, debugexit, ioapic, uart
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError
 from emu.machine.interrupts import HLT_OPCODE, deliver
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 from emu.machine.pagewalk import translate
-from emu.machine.pci import COMMAND_BUS_MASTER, Bar, PciHost
+from emu.machine.pci import COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
 from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
 from emu.machine.watchdog import Watchdog
 from emu.storage.blockdev import BlockDevice
@@ -86,6 +86,7 @@ EXCEPTION_NAMES = {
 
 
 Q35_PORTS = 6
+AHCI_GSI = 16  # 00:1f.2 INTA -> PIRQA -> I/O APIC input 16 on q35
 IDP_INDEX = 0x10  # AHCI index/data pair within BAR4 (ICH9)
 IDP_DATA = 0x14
 
@@ -127,11 +128,15 @@ class Board:
         self.ports.register(PciHost.ADDRESS_PORT, 4, self.pci.read_address, self.pci.write_address)
         self.ports.register(PciHost.DATA_PORT, 4, self.pci.read_data, self.pci.write_data)
         attach_chipset(self.pci)
-        self._attach_ahci(config)
-        self.apic = apic.LocalApic()
+        self.ioapic = ioapic.IoApic(self._accept_interrupt)
+        self.apic = apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
         self.mmio.add(
             MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
         )
+        self.mmio.add(
+            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
+        )
+        self._attach_ahci(config)
         self._stop_requested = False
         self._if_watch: int | None = None
 
@@ -153,6 +158,7 @@ class Board:
             self._ahci_interrupt,
             lambda: bool(self.ahci_pci.command & COMMAND_BUS_MASTER),
             tracer,
+            intx=self._ahci_intx,
         )
         abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.hba.write)
         self.mmio.add(abar, None)
@@ -186,14 +192,25 @@ class Board:
             self.hba.write(self._idp_index, size, value)
 
     def _ahci_interrupt(self) -> None:
-        """The HBA raised an interrupt: an MSI to the local APIC when enabled."""
+        """The HBA raised an interrupt: an MSI to the local APIC when MSI is enabled."""
         target = msi_target(self.ahci_pci)
         if target is None or not self.ahci_pci.command & COMMAND_BUS_MASTER:
-            return  # INTx: no interrupt controller routes it on this board
+            return
         address, data = target
         if address & 0xFFF00000 == apic.BASE:
-            self.apic.accept(data & 0xFF)
-            self._request_stop()
+            self._accept_interrupt(data & 0xFF, False)
+
+    def _ahci_intx(self, level: bool) -> None:
+        """The HBA's INTA level, which q35 routes (PIRQA) to I/O APIC input 16; a function
+        with MSI enabled or INTx disabled in its command register keeps it deasserted."""
+        quiet = msi_target(self.ahci_pci) is not None or (
+            self.ahci_pci.command & COMMAND_INTX_DISABLE
+        )
+        self.ioapic.set_line(AHCI_GSI, level and not quiet)
+
+    def _accept_interrupt(self, vector: int, level: bool) -> None:
+        self.apic.accept(vector, level)
+        self._request_stop()
 
     def _request_stop(self) -> None:
         self._stop_requested = True

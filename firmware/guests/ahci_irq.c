@@ -17,6 +17,7 @@
 
 #define VEC 0x40
 #define VEC2 0x51
+#define VEC_INTX 0x62
 #define TAG0 0xD0
 
 static uint8_t buf[64 * 1024] __attribute__((aligned(4096)));
@@ -192,6 +193,26 @@ static void other_vector(struct ahci_port *p)
     ahci_msi_enable(VEC);
 }
 
+/* INTx through the I/O APIC (level-triggered): one interrupt per command, and
+ * none left pending once the handler cleared PxIS and IS before its EOI. */
+static void intx(struct ahci_port *p)
+{
+    ahci_intx_enable(VEC_INTX);
+    uint32_t entry = ahci_ioapic_read(IOAPIC_REDTBL(AHCI_INTX_GSI));
+    check_eq(entry & 0x1FFFF, VEC_INTX | IOAPIC_LEVEL | IOAPIC_ACTIVE_LOW,
+             "I/O APIC GSI 16 entry reads back");
+    check_eq(ahci_ioapic_read(1) & 0xFF, 0x20, "I/O APIC version 20h");
+    struct ata_tf tf = ahci_tf(ATA_CMD_READ_DMA_EXT, 50, 1);
+    run(p, "INTx READ DMA EXT", &tf, buf, 512, PXIS_DHRS, 1);
+    check_eq(last_vector, VEC_INTX, "INTx arrives on the I/O APIC entry's vector");
+    tf = ahci_tf(ATA_CMD_FLUSH_CACHE_EXT, 0, 0);
+    run(p, "INTx FLUSH CACHE EXT", &tf, 0, 0, PXIS_DHRS, 1);
+    check_eq(ahci_ioapic_read(IOAPIC_REDTBL(AHCI_INTX_GSI)) & (1u << 14), 0,
+             "I/O APIC remote IRR clear after EOI");
+    ahci_intx_disable();
+    ahci_msi_enable(VEC);
+}
+
 static void second_port(struct ahci_port *p)
 {
     ahci_port_write(p, PX_IE, 0x7DC0007F);
@@ -215,6 +236,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
     ahci_irq_init();
     ahci_irq_set_handler(VEC, handler);
     ahci_irq_set_handler(VEC2, handler);
+    ahci_irq_set_handler(VEC_INTX, handler);
     uint8_t cap = pci_find_cap(ahci_hba.bdf, PCI_CAP_ID_MSI);
     check_ok(cap != 0, "MSI capability present");
     rc = ahci_msi_enable(VEC);
@@ -230,6 +252,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
     per_command(p);
     no_interrupt_cases(p);
     other_vector(p);
+    intx(p);
     if (ready & 2)
         second_port(ahci_port(1));
     check_eq(ahci_irq_unexpected, 0, "no unexpected interrupts");

@@ -157,3 +157,35 @@ void ahci_msi_disable(void)
     uint16_t ctl = pci_read16(bdf, (uint8_t)(cap + 2));
     pci_write16(bdf, (uint8_t)(cap + 2), (uint16_t)(ctl & ~1u));
 }
+
+uint32_t ahci_ioapic_read(uint32_t reg)
+{
+    mmio_write32(IOAPIC_BASE + IOAPIC_REGSEL, reg);
+    return mmio_read32(IOAPIC_BASE + IOAPIC_WIN);
+}
+
+void ahci_ioapic_write(uint32_t reg, uint32_t value)
+{
+    mmio_write32(IOAPIC_BASE + IOAPIC_REGSEL, reg);
+    mmio_write32(IOAPIC_BASE + IOAPIC_WIN, value);
+}
+
+void ahci_intx_enable(uint8_t vector)
+{
+    pci_bdf_t bdf = ahci_hba.bdf;
+    ahci_msi_disable();
+    uint16_t cmd = pci_read16(bdf, PCI_COMMAND);
+    pci_write16(bdf, PCI_COMMAND, (uint16_t)(cmd & ~PCI_COMMAND_INTX_DISABLE));
+    ahci_ioapic_write(IOAPIC_REDTBL(AHCI_INTX_GSI) + 1, 0); /* destination APIC 0 */
+    ahci_ioapic_write(IOAPIC_REDTBL(AHCI_INTX_GSI),
+                      vector | IOAPIC_LEVEL | IOAPIC_ACTIVE_LOW);
+}
+
+void ahci_intx_disable(void)
+{
+    uint32_t entry = ahci_ioapic_read(IOAPIC_REDTBL(AHCI_INTX_GSI));
+    ahci_ioapic_write(IOAPIC_REDTBL(AHCI_INTX_GSI), entry | IOAPIC_MASKED);
+    pci_bdf_t bdf = ahci_hba.bdf;
+    uint16_t cmd = pci_read16(bdf, PCI_COMMAND);
+    pci_write16(bdf, PCI_COMMAND, (uint16_t)(cmd | PCI_COMMAND_INTX_DISABLE));
+}

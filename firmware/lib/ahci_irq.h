@@ -55,4 +55,22 @@ void ahci_irq_wait(void);
 int ahci_msi_enable(uint8_t vector);
 void ahci_msi_disable(void);
 
+/* INTx instead of MSI: the AHCI function's INTA is PIRQA on q35, I/O APIC input
+ * (GSI) 16, level-triggered, active low. ahci_intx_enable disables MSI, clears the
+ * PCI command register's INTx disable bit and unmasks the I/O APIC redirection
+ * entry for GSI 16 with ``vector`` (fixed delivery to APIC 0). The handler must
+ * clear PxIS and IS before its EOI, or the level interrupt comes straight back. */
+#define IOAPIC_BASE 0xFEC00000u
+#define IOAPIC_REGSEL 0x00
+#define IOAPIC_WIN 0x10
+#define IOAPIC_REDTBL(n) (0x10u + 2u * (n))
+#define IOAPIC_LEVEL (1u << 15)
+#define IOAPIC_ACTIVE_LOW (1u << 13)
+#define IOAPIC_MASKED (1u << 16)
+#define AHCI_INTX_GSI 16
+uint32_t ahci_ioapic_read(uint32_t reg);
+void ahci_ioapic_write(uint32_t reg, uint32_t value);
+void ahci_intx_enable(uint8_t vector);
+void ahci_intx_disable(void);
+
 #endif
