@@ -9,7 +9,7 @@ from unicorn import (
     UC_ARCH_X86,
     UC_ERR_EXCEPTION,
     UC_ERR_INSN_INVALID,
-    UC_HOOK_BLOCK,
+    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_UNMAPPED,
@@ -300,12 +300,17 @@ class Board:
 
     def _finish_store(self) -> None:
         """Step over the MMIO store the guest stopped in (its repeat is dropped), so an
-        interrupt it raised is taken after the store, as on a CPU."""
+        interrupt it raised is taken after the store, as on a CPU. Unicorn counts
+        instructions with a hook that only freshly translated code calls, so the
+        store's translation is dropped before (and after) the one-instruction step."""
+        eip = self.eip()
+        self.uc.ctl_remove_cache(eip, eip + 1)
         try:
-            self.uc.emu_start(self.eip(), _STOP_AT, 0, 1)
+            self.uc.emu_start(eip, _STOP_AT, 0, 1)
         except UcError as exc:
             if self._fault is None:
                 self._fault = self._describe(exc)
+        self.uc.ctl_remove_cache(eip, eip + 1)
         self.mmio.forget_replay()
 
     def _interrupt_ready(self) -> bool:
@@ -320,16 +325,19 @@ class Board:
             return
         if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             if self._if_watch is None:
-                self._if_watch = self.uc.hook_add(UC_HOOK_BLOCK, self._watch_if)
+                self._if_watch = self.uc.hook_add(UC_HOOK_CODE, self._watch_if)
+                self.uc.ctl_flush_tb()  # code translated before the hook would not call it
             return
         if self._if_watch is not None:
             self.uc.hook_del(self._if_watch)
             self._if_watch = None
+            self.uc.ctl_flush_tb()  # and the hot path must not keep calling out per block
         self.apic.acknowledge(vector)
         deliver(self.uc, self.memory, vector)
 
     def _watch_if(self, uc, _address: int, _size: int, _ud) -> None:
-        """While an interrupt waits on EFLAGS.IF, stop at the first block that runs with IF=1."""
+        """While an interrupt waits on EFLAGS.IF, stop at the first instruction that runs
+        with IF=1 (per instruction: a translated block can hold sti ... cli)."""
         if uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             self._request_stop()
 

@@ -8,6 +8,7 @@ from elfmaker import LOAD_ADDRESS, exit_with
 
 from emu.machine import apic
 from emu.machine.board import Board, BoardConfig
+from emu.machine.bus import MmioRegion
 from emu.machine.errors import GuestFault
 
 IDTR = 0x300000
@@ -47,6 +48,30 @@ def test_masked_interrupt_waits_for_sti(make_guest):
     board, _ = boot(make_guest, body, exit_with(0x43))
     board.apic.accept(VECTOR)
     assert board.run(5) == 0x43
+
+
+def test_interrupt_raised_while_masked_is_taken_at_sti_in_code_already_translated(make_guest):
+    # cli; lidt; call LOOP (translates it); store to a device that raises the interrupt
+    # with IF=0; call LOOP again (sti inside, already translated); jmp $ (never reached).
+    body = (
+        b"\xfa"
+        + lidt()
+        + b"\xe8"
+        + struct.pack("<i", 17)
+        + b"\xc7\x05\x00\x00\x00\xe0\x01\x00\x00\x00"
+        + b"\xe8"
+        + struct.pack("<i", 2)
+        + b"\xeb\xfe"
+        + b"\xb9\xe8\x03\x00\x00"  # LOOP: mov ecx, 1000
+        + b"\xfb\x90\xfa\x49\x75\xfa"  # L: sti; nop; cli; dec ecx; jnz L
+        + b"\xc3"
+    )
+    board, _ = boot(make_guest, body, exit_with(0x44))
+    raise_it = MmioRegion(
+        "raiser", 0x1000, lambda o, s: 0, lambda o, s, v: board._accept_interrupt(VECTOR, False)
+    )
+    board.mmio.add(raise_it, 0xE0000000)
+    assert board.run(5) == 0x44
 
 
 def test_handler_sees_the_interrupt_frame(make_guest):

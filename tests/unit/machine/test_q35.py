@@ -17,7 +17,8 @@ def reference_config() -> dict[tuple[int, int], bytes]:
     for bdf, body in re.findall(r"config (\S+) \S+\n((?:  [0-9a-f]{2}:.*\n)+)", text):
         _, device, function = (int(x, 16) for x in re.split("[:.]", bdf))
         spaces[(device, function)] = b"".join(
-            bytes.fromhex(line.split(":")[1]) for line in body.splitlines())
+            bytes.fromhex(line.split(":")[1]) for line in body.splitlines()
+        )
     return spaces
 
 
@@ -37,8 +38,11 @@ def test_reference_lists_the_four_q35_functions():
 def test_config_space_matches_q35(board, slot):
     ours = bytes(board.pci.functions[slot].config)
     theirs = REFERENCE_SPACES[slot]
-    diffs = [f"0x{i:02x}: ours {a:02x} q35 {b:02x}"
-             for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    diffs = [
+        f"0x{i:02x}: ours {a:02x} q35 {b:02x}"
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True))
+        if a != b
+    ]
     assert diffs == []
 
 
