@@ -83,9 +83,10 @@ class Chain:
 
     @property
     def identity(self) -> str:
-        """The leaf's uuidCreate, or its path for a raw file."""
-        leaf_uuid = self._leaf.uuid
-        return self._leaf.path if leaf_uuid is None else str(leaf_uuid)
+        """The base image's uuidCreate (its path for a raw file): the medium a guest sees,
+        so its serial number stays the same across snapshots, restores and resets."""
+        base = self._images[-1]
+        return base.path if base.uuid is None else str(base.uuid)
 
     @property
     def images(self) -> tuple[Image, ...]:

@@ -221,10 +221,12 @@ def test_empty_transfers_at_the_end_of_the_disk_do_nothing(three):
         assert chain.images[0].allocated_blocks == 0
 
 
-def test_identity_is_the_leafs_uuid_create(three):
-    with open_chain(three[0]) as chain, VdiImage.open(three[1], read_only=True) as mid:
-        assert chain.identity == str(chain.images[0].uuid)
-        assert chain.identity != str(mid.uuid_create)
+def test_identity_is_the_bases_uuid_create_whatever_the_leaf(three):
+    with open_chain(three[0]) as chain:
+        assert chain.identity == str(chain.images[-1].uuid)
+    with open_chain(three[1]) as shorter:
+        assert shorter.identity == str(shorter.images[-1].uuid)
+    assert chain.identity == shorter.identity
 
 
 def test_flush_puts_a_new_blocks_map_entry_and_count_on_disk(tmp_path):
