@@ -1,7 +1,8 @@
 """Command list entries and command tables in guest memory (AHCI 4.2.2, 4.2.3)."""
 
 import struct
-from dataclasses import dataclass
+
+from emu.ahci.dma import HostBusError, HostMemory
 
 HEADER_SIZE = 32
 CFIS_OFFSET = 0x00
@@ -13,45 +14,63 @@ PRD_I = 1 << 31
 
 _HEADER = struct.Struct("<IIII")  # DW0 flags/PRDTL, DW1 PRDBC, DW2 CTBA, DW3 CTBAU
 _PRD = struct.Struct("<IIxxxxI")  # DBA, DBAU, DW3 (DBC, I)
-
-# Command header DW0.
-HDR_CFL_MASK = 0x1F
-HDR_A = 1 << 5
-HDR_W = 1 << 6
-HDR_P = 1 << 7
-HDR_R = 1 << 8
-HDR_B = 1 << 9
-HDR_C = 1 << 10
+_PRDBC = struct.Struct("<I")
 
 
-@dataclass(slots=True)
-class CommandHeader:
-    flags: int
-    prdtl: int
-    ctba: int  # 64-bit command table base
-
-    @property
-    def cfl(self) -> int:
-        return self.flags & HDR_CFL_MASK
-
-    @property
-    def write(self) -> bool:
-        return bool(self.flags & HDR_W)
+def read_header(ram: memoryview, address: int) -> tuple[int, int]:
+    """(PRDTL, command table base) of the command header at ``address``; the table is
+    128-byte aligned. HostBusError when the header is not in RAM."""
+    try:
+        dw0, _prdbc, ctba, ctbau = _HEADER.unpack_from(ram, address)
+    except (struct.error, OverflowError):
+        raise HostBusError(f"command header at 0x{address:x} is outside guest RAM") from None
+    return dw0 >> 16, (ctbau << 32) | (ctba & ~0x7F)
 
 
-def parse_header(entry: memoryview) -> CommandHeader:
-    dw0, _prdbc, ctba, ctbau = _HEADER.unpack_from(entry)
-    return CommandHeader(dw0 & 0xFFFF, dw0 >> 16, (ctbau << 32) | (ctba & ~0x7F))
+def _read_prd(ram: memoryview, address: int) -> tuple[int, int, int]:
+    try:
+        return _PRD.unpack_from(ram, address)
+    except (struct.error, OverflowError):
+        raise HostBusError(f"PRD entry at 0x{address:x} is outside guest RAM") from None
 
 
-def parse_prdt(table: memoryview, count: int) -> list[tuple[int, int, bool]]:
-    """[(address, length, interrupt)] of ``count`` PRD entries following the command table."""
+def parse_prdt(ram: memoryview, table: int, count: int) -> list[tuple[int, int, bool]]:
+    """[(address, length, interrupt)] of the ``count`` PRD entries of the table at ``table``."""
     pieces = []
     for index in range(count):
-        dba, dbau, dw3 = _PRD.unpack_from(table, PRDT_OFFSET + index * PRD_SIZE)
+        dba, dbau, dw3 = _read_prd(ram, table + PRDT_OFFSET + index * PRD_SIZE)
         pieces.append(((dbau << 32) | (dba & ~1), (dw3 & PRD_DBC_MASK) + 1, bool(dw3 & PRD_I)))
     return pieces
 
 
-def write_prdbc(entry: memoryview, count: int) -> None:
-    struct.pack_into("<I", entry, 4, count)
+def prdt_buffers(
+    memory: HostMemory, table: int, count: int, nbytes: int
+) -> tuple[list[memoryview] | None, bool]:
+    """Views of guest RAM that the first PRD entries of the table at ``table`` describe,
+    covering exactly ``nbytes`` (the last piece cut short), and whether any of them has
+    its I bit; None when the ``count`` entries describe fewer bytes (an overflow).
+    Entries are fetched as needed, as an HBA does; HostBusError for RAM that is not there."""
+    buffers = []
+    interrupt = False
+    address = table + PRDT_OFFSET
+    ram = memory.mem
+    view = memory.view
+    for _ in range(count):
+        if nbytes <= 0:
+            break
+        dba, dbau, dw3 = _read_prd(ram, address)
+        length = (dw3 & PRD_DBC_MASK) + 1
+        if length > nbytes:
+            length = nbytes
+        buffers.append(view((dbau << 32) | (dba & ~1), length))
+        interrupt = interrupt or bool(dw3 & PRD_I)
+        nbytes -= length
+        address += PRD_SIZE
+    if nbytes > 0:
+        return None, False
+    return buffers, interrupt
+
+
+def write_prdbc(ram: memoryview, header: int, count: int) -> None:
+    """Write PRDBC (DW1) of the command header at ``header``."""
+    _PRDBC.pack_into(ram, header + 4, count)

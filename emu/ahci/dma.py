@@ -8,5 +8,7 @@ class HostBusError(Exception):
 
 
 class HostMemory(Protocol):
+    mem: memoryview  # all of RAM, from guest-physical address 0
+
     def view(self, address: int, length: int) -> memoryview:
         """Writable view of [address, address+length); HostBusError if not RAM."""

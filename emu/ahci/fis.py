@@ -6,6 +6,7 @@ parser of the Register Host-to-Device FIS that starts every command.
 
 import struct
 
+from emu.ata.errors import GOOD
 from emu.ata.taskfile import Completion, TaskFile
 
 TYPE_REG_H2D = 0x27
@@ -26,36 +27,32 @@ RFIS_RFIS = 0x40
 RFIS_SDBFIS = 0x58
 RFIS_SIZE = 0x100
 
-_H2D = struct.Struct("<BBBBBBBBBBBBBBBB")
+_H2D = struct.Struct("<BBBBIIHBB")  # type, flags, command, features, 2 LBA words, count, ...
 _D2H = struct.Struct("<BBBBBBBBBBBxHxxxxxx")  # 20 bytes
 _PIO_SETUP = struct.Struct("<BBBBBBBBBBBxHxBHxx")  # 20 bytes
 _DMA_SETUP = struct.Struct("<BBxxQxxxxIIxxxx")  # 28 bytes
 _SDB = struct.Struct("<BBBBI")  # 8 bytes
+_D2H_GOOD = _D2H.pack(TYPE_REG_D2H, FLAG_I, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+_D2H_GOOD_NO_I = _D2H.pack(TYPE_REG_D2H, 0, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-def parse_h2d(cfis: bytes | memoryview) -> tuple[int, TaskFile]:
-    """(flags byte, task file) of a Register H2D FIS; the caller checks the type."""
-    (
-        _,
+def parse_h2d(buffer: bytes | memoryview, offset: int = 0) -> tuple[int, int, TaskFile]:
+    """(FIS type, flags byte, task file) of a Register H2D FIS at ``offset``."""
+    kind, flags, command, features, low, high, count, _icc, control = _H2D.unpack_from(
+        buffer, offset
+    )
+    # low: LBA(23:0) | DEVICE << 24; high: LBA(47:24) | FEATURES(15:8) << 24
+    return (
+        kind,
         flags,
-        command,
-        features,
-        lba0,
-        lba1,
-        lba2,
-        device,
-        lba3,
-        lba4,
-        lba5,
-        features_exp,
-        count,
-        count_exp,
-        _icc,
-        control,
-    ) = _H2D.unpack_from(cfis)
-    lba = lba0 | lba1 << 8 | lba2 << 16 | lba3 << 24 | lba4 << 32 | lba5 << 40
-    return flags, TaskFile(
-        command, features | features_exp << 8, lba, count | count_exp << 8, device, control
+        TaskFile(
+            command,
+            features | (high >> 24) << 8,
+            (low & 0xFFFFFF) | (high & 0xFFFFFF) << 24,
+            count,
+            low >> 24,
+            control,
+        ),
     )
 
 
@@ -71,6 +68,9 @@ def _lba_bytes(lba: int) -> tuple[int, int, int, int, int, int]:
 
 
 def write_d2h(area: memoryview, c: Completion, interrupt: bool = True) -> None:
+    if c is GOOD:  # most commands end so: post the bytes packed once
+        area[RFIS_RFIS : RFIS_RFIS + _D2H.size] = _D2H_GOOD if interrupt else _D2H_GOOD_NO_I
+        return
     l0, l1, l2, l3, l4, l5 = _lba_bytes(c.lba)
     _D2H.pack_into(
         area,

@@ -46,6 +46,7 @@ class AhciHba:
         self._intx = intx
         self._intx_level = False
         self.tracer = tracer
+        self._trace_registers = tracer is not None and tracer.registers
         self.ports = [
             AhciPort(i, memory, disk, self._port_interrupt, bus_master, tracer)
             for i, disk in enumerate(disks)
@@ -62,11 +63,12 @@ class AhciHba:
         self._update_intx()
 
     def _port_interrupt(self, port: AhciPort, bits: int) -> None:
-        if bits & port.ie:
-            self.is_ |= 1 << port.index
-            if self.ghc & regs.GHC_IE:
-                self._interrupt()
-            self._update_intx()
+        if not bits & port.ie:
+            return
+        self.is_ |= 1 << port.index
+        if self.ghc & regs.GHC_IE:
+            self._interrupt()
+        self._update_intx()
 
     def _update_intx(self) -> None:
         level = self.interrupt_pending
@@ -83,24 +85,29 @@ class AhciHba:
     # -- MMIO --------------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> int:
-        value = self._read32(offset & ~3) >> (8 * (offset & 3))
-        if size < 4:
-            value &= (1 << (8 * size)) - 1
-        if self.tracer is not None and self.tracer.registers:
+        if size == 4 and not offset & 3:
+            value = self._read32(offset)
+        else:
+            value = self._read32(offset & ~3) >> (8 * (offset & 3)) & ((1 << (8 * size)) - 1)
+        if self._trace_registers:
             self.tracer.register("read", offset, size, value)
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
-        if self.tracer is not None and self.tracer.registers:
+        if self._trace_registers:
             self.tracer.register("write", offset, size, value)
+        if size == 4 and not offset & 3:
+            self._write32(offset, value, 0xFFFFFFFF)
+            return
         shift = 8 * (offset & 3)
         mask = (((1 << (8 * size)) - 1) << shift) & 0xFFFFFFFF
         self._write32(offset & ~3, (value << shift) & mask, mask)
 
     def _read32(self, offset: int) -> int:
         if offset >= regs.PORT_BASE:
-            index, reg = divmod(offset - regs.PORT_BASE, regs.PORT_STRIDE)
-            return self.ports[index].read(reg) if index < len(self.ports) else 0
+            # PORT_BASE and PORT_STRIDE are aligned: the register is the low 7 bits.
+            index = (offset - regs.PORT_BASE) >> 7
+            return self.ports[index].read(offset & 0x7F) if index < len(self.ports) else 0
         if offset == regs.IS:
             self._refresh_is()
             return self.is_
@@ -113,9 +120,9 @@ class AhciHba:
 
     def _write32(self, offset: int, value: int, mask: int) -> None:
         if offset >= regs.PORT_BASE:
-            index, reg = divmod(offset - regs.PORT_BASE, regs.PORT_STRIDE)
+            index = (offset - regs.PORT_BASE) >> 7
             if index < len(self.ports):
-                self.ports[index].write(reg, value, mask)
+                self.ports[index].write(offset & 0x7F, value, mask)
         elif offset == regs.GHC:
             if value & regs.GHC_HR:
                 self.reset()  # completes at once, so HR reads back zero

@@ -5,20 +5,20 @@ data, FISes, PxTFD, PRDBC and PxIS are all in place before PxCI's bit clears,
 so the guest can never see a command done before its results.
 """
 
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emu.ahci import fis, regs
 from emu.ahci.cmdtable import (
     HEADER_SIZE,
-    PRD_SIZE,
-    PRDT_OFFSET,
-    parse_header,
     parse_prdt,
+    prdt_buffers,
+    read_header,
     write_prdbc,
 )
 from emu.ahci.dma import HostBusError, HostMemory
-from emu.ata.errors import AtaError
+from emu.ata.errors import GOOD, AtaError
 from emu.ata.taskfile import (
     ERROR_ABRT,
     STATUS_DRDY,
@@ -228,17 +228,12 @@ class AhciPort:
         try:
             if not self._bus_master():
                 raise HostBusError("bus mastering is disabled in the PCI command register")
-            entry = self.memory.view(self._clb + slot * HEADER_SIZE, HEADER_SIZE)
-            header = parse_header(entry)
-            table = self.memory.view(header.ctba, PRDT_OFFSET + header.prdtl * PRD_SIZE)
+            header = (self.clbu << 32 | self.clb) + slot * HEADER_SIZE
+            prdtl, table = read_header(self.memory.mem, header)
             area = self._fis_area()
-            self._execute(slot, entry, table, header.prdtl, area)
+            self._execute(slot, header, table, prdtl, area)
         except HostBusError as exc:
             self._host_bus_fatal(slot, str(exc))
-
-    @property
-    def _clb(self) -> int:
-        return self.clbu << 32 | self.clb
 
     def _fis_area(self) -> memoryview | None:
         """The received-FIS area while FIS receive is on, else None (nothing is posted)."""
@@ -247,12 +242,16 @@ class AhciPort:
         return self.memory.view(self.fbu << 32 | self.fb, fis.RFIS_SIZE)
 
     def _execute(
-        self, slot: int, entry: memoryview, table: memoryview, prdtl: int, area: memoryview | None
+        self, slot: int, header: int, table: int, prdtl: int, area: memoryview | None
     ) -> None:
-        if table[0] != fis.TYPE_REG_H2D:
+        ram = self.memory.mem
+        try:
+            kind, flags, tf = fis.parse_h2d(ram, table)
+        except (struct.error, OverflowError):
+            raise HostBusError(f"command table at 0x{table:x} is outside guest RAM") from None
+        if kind != fis.TYPE_REG_H2D:
             self._fail(slot, area, ABORTED, "command FIS is not a Register H2D FIS")
             return
-        flags, tf = fis.parse_h2d(table)
         if not flags & fis.H2D_C:
             self._device_control(slot, area, tf.control)
             return
@@ -262,42 +261,29 @@ class AhciPort:
         except AtaError as err:
             self._fail(slot, area, err.completion, f"command {tf.command:#04x} refused")
             return
-        pieces = parse_prdt(table, prdtl)
-        buffers, interrupt_on_piece = self._buffers(pieces, req.nbytes)
+        buffers, interrupt_on_piece = prdt_buffers(self.memory, table, prdtl, req.nbytes)
         if buffers is None:
             self._overflow(slot, req.nbytes)
             return
         if req.protocol.is_queued:
-            self._execute_queued(slot, area, req, buffers, pieces)
+            self._execute_queued(slot, area, req, buffers, table, prdtl)
             return
         done = disk.execute(req, buffers)
-        write_prdbc(entry, 0 if done.failed else req.nbytes)
+        write_prdbc(ram, header, 0 if done.failed else req.nbytes)
         if self.tracer is not None:
             self.tracer.command(
-                self.index, slot, tf, pieces, req.nbytes, done, disk.read_sources(req)
+                self.index,
+                slot,
+                tf,
+                parse_prdt(ram, table, prdtl),
+                req.nbytes,
+                done,
+                disk.read_sources(req),
             )
         if done.failed:
             self._fail(slot, area, done)
             return
         self._complete(slot, area, req.protocol, done, req.nbytes, interrupt_on_piece)
-
-    def _buffers(
-        self, pieces: list[tuple[int, int, bool]], nbytes: int
-    ) -> tuple[list[memoryview] | None, bool]:
-        """Views of guest RAM covering exactly ``nbytes``; None if the PRDT is shorter."""
-        buffers = []
-        remaining = nbytes
-        interrupt = False
-        for address, length, irq in pieces:
-            if remaining <= 0:
-                break
-            take = length if length < remaining else remaining
-            buffers.append(self.memory.view(address, take))
-            interrupt |= irq
-            remaining -= take
-        if remaining > 0:
-            return None, False
-        return buffers, interrupt
 
     def _complete(
         self,
@@ -344,17 +330,17 @@ class AhciPort:
         area: memoryview | None,
         req: Request,
         buffers: list[memoryview],
-        pieces: list[tuple[int, int, bool]],
+        table: int,
+        prdtl: int,
     ) -> None:
         tag = req.tag
         if tag != slot:  # AHCI 5.3.2: the tag of an NCQ command is its slot
             self._fail(slot, area, ABORTED, f"NCQ tag {tag} issued in slot {slot}")
             return
         # The device accepts the command: a D2H FIS with BSY clear and I=0 frees the slot.
-        accepted = Completion(STATUS_DRDY | STATUS_DSC)
         if area is not None:
-            fis.write_d2h(area, accepted, interrupt=False)
-        self.tfd = accepted.status
+            fis.write_d2h(area, GOOD, interrupt=False)
+        self.tfd = GOOD.status
         self.ci &= ~(1 << slot)
         if area is not None:
             fis.write_dma_setup(
@@ -366,7 +352,7 @@ class AhciPort:
                 self.index,
                 slot,
                 req.taskfile,
-                pieces,
+                parse_prdt(self.memory.mem, table, prdtl),
                 req.nbytes,
                 done,
                 self.disk.read_sources(req),

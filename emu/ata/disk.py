@@ -47,7 +47,7 @@ from emu.ata.commands import (
     NCQ_TAG_SHIFT,
     Command,
 )
-from emu.ata.errors import STATUS_GOOD, AtaError
+from emu.ata.errors import GOOD, STATUS_GOOD, AtaError
 from emu.ata.identify import (
     DEFAULT_FIRMWARE,
     DEFAULT_MODEL,
@@ -287,7 +287,7 @@ class AtaDisk:
                 self._dev.readv(lba * SECTOR_SIZE, buffers)
             except StorageError:
                 raise AtaError.unc(lba, _error_device(tf, lba)) from None
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_write(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
@@ -303,7 +303,7 @@ class AtaDisk:
                 self._dev.flush()
         except StorageError:
             raise AtaError.abrt(lba, _error_device(tf, lba)) from None
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_verify(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
@@ -317,16 +317,16 @@ class AtaDisk:
                 raise AtaError.unc(lba, _error_device(tf, lba)) from None
             lba += n
             count -= n
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_identify(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         _copy_out(self._identify.data, buffers, req.nbytes)
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_read_log(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         log = self._ncq_log if req.taskfile.lba & 0xFF else self._log_directory
         _copy_out(log, buffers, req.nbytes)
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_trim(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         """Validate every LBA range entry, then discard the ranges, merging adjacent ones."""
@@ -349,11 +349,11 @@ class AtaDisk:
                 self._dev.discard(start * SECTOR_SIZE, (end - start) * SECTOR_SIZE)
             except StorageError:
                 raise AtaError.abrt(start) from None
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_flush(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         self._flush()
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _flush(self) -> None:
         try:
@@ -366,7 +366,7 @@ class AtaDisk:
         subcommand = tf.features & 0xFF
         if subcommand == FEATURE_SET_TRANSFER_MODE:
             self._set_transfer_mode(tf.count & 0xFF)
-            return Completion(STATUS_GOOD)
+            return GOOD
         if subcommand == FEATURE_ENABLE_WRITE_CACHE:
             self._write_cache = True
         elif subcommand == FEATURE_DISABLE_WRITE_CACHE:
@@ -379,7 +379,7 @@ class AtaDisk:
         else:
             raise AtaError.abrt()
         self._identify.set_cache(write_cache=self._write_cache, look_ahead=self._look_ahead)
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _set_transfer_mode(self, value: int) -> None:
         """SET FEATURES 03h: COUNT(7:3) is the transfer type, COUNT(2:0) the mode."""
@@ -401,7 +401,7 @@ class AtaDisk:
             raise AtaError.abrt()
         self._multiple = sectors
         self._identify.set_multiple(sectors)
-        return Completion(STATUS_GOOD)
+        return GOOD
 
     def _execute_check_power_mode(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         return Completion(STATUS_GOOD, count=0xFF)  # FFh: active or idle

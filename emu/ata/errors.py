@@ -18,6 +18,8 @@ from emu.ata.taskfile import (
 STATUS_GOOD = STATUS_DRDY | STATUS_DSC
 STATUS_FAILED = STATUS_DRDY | STATUS_ERR
 
+GOOD = Completion(STATUS_GOOD)  # how most commands end; shared, never modified
+
 
 class AtaError(Exception):
     """A command ended in error; ``completion`` is what the device reports."""

@@ -75,7 +75,7 @@ class Request:
     tag: int | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Completion:
     """What the device reports when a command ends (the D2H FIS contents)."""
 

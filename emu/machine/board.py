@@ -54,7 +54,7 @@ from emu.machine.interrupts import HLT_OPCODE, deliver
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 from emu.machine.pagewalk import translate
-from emu.machine.pci import COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
+from emu.machine.pci import COMMAND, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
 from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
 from emu.machine.watchdog import Watchdog
 from emu.storage.blockdev import BlockDevice
@@ -156,7 +156,7 @@ class Board:
             self.memory,
             disks,
             self._ahci_interrupt,
-            lambda: bool(self.ahci_pci.command & COMMAND_BUS_MASTER),
+            lambda: bool(self.ahci_pci.config[COMMAND] & COMMAND_BUS_MASTER),
             tracer,
             intx=self._ahci_intx,
         )
