@@ -132,6 +132,12 @@ static void per_command(struct ahci_port *p)
         ahci_ncq_build(p, t, ATA_CMD_READ_FPDMA, 100u + 8u * t, 8, &sg, 1);
     }
     ahci_port_write(p, PX_IS, 0xFFFFFFFF);
+    /* Under QEMU the message of the error before may still be on its way (its I/O
+     * thread completes asynchronously): let it land before counting. */
+    sti();
+    ahci_delay(2000);
+    cli();
+    ahci_port_write(p, PX_IS, 0xFFFFFFFF);
     reset_counts();
     ahci_ncq_issue(p, 0xFF);
     wait_done(p, 0xFF, 0xFF, PXIS_SDBS);

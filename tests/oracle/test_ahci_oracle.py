@@ -22,12 +22,22 @@ from harness import load_differences, run_ours, run_qemu, unexplained
 from support.ahci_guests import CASES
 
 ORACLE_CASES = [case for case in CASES if case.oracle]
+# QEMU completes NCQ on its I/O thread, so on a loaded host the interrupt timing the
+# ahci_irq guest sees can vary between QEMU runs (ours is deterministic). The reference
+# is run again, on fresh disks, before a difference counts; every attempt is reported.
+QEMU_ATTEMPTS = 3
 
 
 @pytest.mark.parametrize("case", ORACLE_CASES, ids=[c.id for c in ORACLE_CASES])
 def test_ahci_guest_matches_qemu(case, tmp_path):
     elf = case.elf()
-    theirs = run_qemu(elf, case.append, case.make_disks(tmp_path / "qemu"))
     ours = run_ours(elf, case.append, case.make_disks(tmp_path / "ours"))
-    assert theirs.transcript, "QEMU printed nothing: the oracle would prove nothing"
-    assert unexplained(case.guest, ours, theirs, load_differences()) == []
+    differences = load_differences()
+    attempts = []
+    for attempt in range(QEMU_ATTEMPTS):
+        theirs = run_qemu(elf, case.append, case.make_disks(tmp_path / f"qemu{attempt}"))
+        assert theirs.transcript, "QEMU printed nothing: the oracle would prove nothing"
+        attempts.append(unexplained(case.guest, ours, theirs, differences))
+        if not attempts[-1]:
+            break
+    assert attempts[-1] == [], f"every QEMU run differed: {attempts}"
