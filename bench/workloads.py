@@ -1,0 +1,510 @@
+"""The workloads, how each is measured, and the targets.
+
+Method (the same for both machines):
+
+- Per-operation cost: the ``bench`` guest runs a workload ``count`` times; a
+  whole process (start to exit, wall clock) is timed for two counts n1 < n2,
+  each repeated, and the best (minimum) of each count is taken. Then
+  ``cost = (best(n2) - best(n1)) / (n2 - n1)``: boot, set-up and exit cancel out.
+  Repetitions are interleaved (ours n1, ours n2, QEMU n1, QEMU n2, then the
+  next repetition in rotated order) so slow drift of the host hits both
+  machines alike and no machine always runs first.
+- Whole-run time (boot to exit): the best of several process runs of a small
+  guest.
+- A test suite: a generated pytest file of N tests, each booting ``hello`` in
+  the test process (``emu.cli.main(["run", "hello"])``), timed serially and with
+  ``pytest -n 2``.
+
+Every run is checked: exit status 0 and, for ``bench``, a summary line with
+every command done and no errors. A run that fails ends the workload with an
+error (the runner exits non-zero); timings never do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.machines import REPO, Machine, Ours, Qemu, Run, RunFailed, guest
+
+DISK_SIZE = 64 << 20  # the data disk and the chains' virtual size
+CHAIN_BLOCK = 1 << 20  # VDI block size
+CHAIN_DATA_BLOCKS = 48  # blocks holding data in every chain (the rest read as zeros)
+CHAIN_DEPTHS = (1, 8, 64)
+SUMMARY = re.compile(r"^bench .*\bcount=(\d+) done=(\d+) errors=(\d+)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: repetitions per count and the counts for each workload."""
+
+    quick: bool
+    reps: int
+    boot_reps: int
+    suite_guests: int
+    suite_reps: int
+    counts: dict[str, tuple[int, int]]
+
+    @classmethod
+    def make(cls, quick: bool, reps: int | None = None) -> Plan:
+        if quick:
+            counts = {
+                "read_4k_qd1": (200, 4200),
+                "ncq_4k_qd32": (256, 8448),
+                "seq_read_128k": (50, 2050),
+                "write_4k_flush": (10, 210),
+                "chain": (200, 6200),
+            }
+            return cls(True, reps or 2, reps or 3, 20, 1, counts)
+        counts = {
+            "read_4k_qd1": (1000, 21000),
+            "ncq_4k_qd32": (1024, 41984),
+            "seq_read_128k": (200, 5200),
+            "write_4k_flush": (50, 1050),
+            "chain": (1000, 21000),
+        }
+        return cls(False, reps or 5, reps or 10, 100, 2, counts)
+
+
+@dataclass
+class Context:
+    plan: Plan
+    workdir: Path
+    ours: Ours
+    qemu: Qemu | None
+    log: Callable[[str], None] = lambda _msg: None
+    _data: Path | None = field(default=None, init=False)
+
+    def data_disk(self, machine: Machine) -> Path:
+        """This machine's own copy of the data disk (64 MiB of pseudo-random bytes)."""
+        if self._data is None:
+            self._data = self.workdir / "data.img"
+            rng = random.Random(0xA1C1)
+            with open(self._data, "wb") as f:
+                for _ in range(DISK_SIZE >> 20):
+                    f.write(rng.randbytes(1 << 20))
+        copy = self.workdir / f"data-{machine.name}.img"
+        if not copy.exists():
+            shutil.copyfile(self._data, copy)
+        return copy
+
+
+# ---- one workload's result ------------------------------------------------------
+
+
+@dataclass
+class Target:
+    text: str
+    met: bool
+
+
+@dataclass
+class Result:
+    name: str
+    title: str
+    unit: str  # of `ours` / `qemu` values
+    ours: dict[str, object] | None
+    qemu: dict[str, object] | None
+    ratio: float | None = None
+    ratio_kind: str | None = None
+    target: Target | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "unit": self.unit,
+            "ours": self.ours,
+            "qemu": self.qemu,
+            "ratio": self.ratio,
+            "ratio_kind": self.ratio_kind,
+            "target": None
+            if self.target is None
+            else {"text": self.target.text, "met": self.target.met},
+            "note": self.note,
+        }
+
+
+# ---- measuring --------------------------------------------------------------------
+
+
+def check_bench(run: Run, machine: Machine, count: int) -> None:
+    """The bench guest exited 0 after doing all ``count`` commands without an error."""
+    match = SUMMARY.search(run.output)
+    if run.exit_code != 0 or match is None or match.groups() != (str(count), str(count), "0"):
+        raise RunFailed(
+            f"{machine.name}: bench count={count} failed (guest exit {run.exit_code}):\n"
+            f"{run.output.strip()}\n{run.errors.strip()}".rstrip()
+        )
+
+
+def check_exit0(run: Run, machine: Machine, what: str) -> None:
+    if run.exit_code != 0:
+        raise RunFailed(
+            f"{machine.name}: {what} failed (guest exit {run.exit_code}):\n"
+            f"{run.output.strip()}\n{run.errors.strip()}".rstrip()
+        )
+
+
+@dataclass
+class Probe:
+    """One machine running one bench workload on one disk."""
+
+    machine: Machine
+    append: str
+    disk: Path
+
+    def time(self, count: int) -> float:
+        run = self.machine.run(guest("bench"), f"{self.append} count={count}", self.disk)
+        check_bench(run, self.machine, count)
+        return run.seconds
+
+
+def slopes(probes: dict[str, Probe], counts: tuple[int, int], reps: int) -> dict[str, dict]:
+    """Per-command cost of each probe by the two-count method (see the module doc)."""
+    n1, n2 = counts
+    samples = {key: {n1: [], n2: []} for key in probes}
+    keys = list(probes)
+    for rep in range(reps):
+        # Rotate the order each repetition so that no probe always runs first or last.
+        shift = rep % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            for n in counts:
+                samples[key][n].append(probes[key].time(n))
+    out = {}
+    for key in probes:
+        best1, best2 = min(samples[key][n1]), min(samples[key][n2])
+        med1, med2 = (sorted(samples[key][n])[len(samples[key][n]) // 2] for n in counts)
+        out[key] = {
+            "per_op_us": (best2 - best1) / (n2 - n1) * 1e6,
+            "per_op_us_median": (med2 - med1) / (n2 - n1) * 1e6,  # for judging the noise
+            "counts": [n1, n2],
+            "best_s": [best1, best2],
+            "samples_s": {str(n1): samples[key][n1], str(n2): samples[key][n2]},
+        }
+    return out
+
+
+def _speed(figure: dict, unit: str, bytes_per_op: int) -> dict:
+    per_op = figure["per_op_us"]
+    if per_op <= 0:
+        value = float("nan")  # noise swamped the difference; reported, not hidden
+    elif unit == "MB/s":
+        value = bytes_per_op / per_op  # bytes per microsecond = MB/s (10^6 bytes)
+    else:
+        value = 1e6 / per_op
+    return {"value": value, **figure}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b <= 0:
+        return None
+    return a / b
+
+
+# ---- the workloads ----------------------------------------------------------------
+
+
+def _versus_qemu(
+    ctx: Context,
+    name: str,
+    title: str,
+    append: str,
+    unit: str,
+    bytes_per_op: int,
+    target_factor: float | None,
+) -> list[Result]:
+    probes = {"ours": Probe(ctx.ours, append, ctx.data_disk(ctx.ours))}
+    if ctx.qemu is not None:
+        probes["qemu"] = Probe(ctx.qemu, append, ctx.data_disk(ctx.qemu))
+    figures = slopes(probes, ctx.plan.counts[name], ctx.plan.reps)
+    ours = _speed(figures["ours"], unit, bytes_per_op)
+    qemu = _speed(figures["qemu"], unit, bytes_per_op) if "qemu" in figures else None
+    ratio = _ratio(ours["value"], qemu["value"] if qemu else None)
+    target = None
+    if target_factor is not None:
+        text = f"ours >= {target_factor:g}x QEMU {unit}"
+        target = Target(text, ratio is not None and ratio >= target_factor)
+    note = None if ctx.qemu else "QEMU not installed"
+    return [
+        Result(name, title, unit, ours, qemu, ratio, f"speed: ours / QEMU {unit}", target, note)
+    ]
+
+
+def read_4k_qd1(ctx: Context) -> list[Result]:
+    return _versus_qemu(
+        ctx,
+        "read_4k_qd1",
+        "4 KiB random read, QD1 (READ DMA EXT)",
+        "op=read bs=4096 pattern=rand",
+        "ops/s",
+        4096,
+        5,
+    )
+
+
+def ncq_4k_qd32(ctx: Context) -> list[Result]:
+    return _versus_qemu(
+        ctx,
+        "ncq_4k_qd32",
+        "4 KiB random read, QD32 (NCQ)",
+        "op=ncq bs=4096 qd=32 pattern=rand",
+        "ops/s",
+        4096,
+        2,
+    )
+
+
+def seq_read_128k(ctx: Context) -> list[Result]:
+    return _versus_qemu(
+        ctx,
+        "seq_read_128k",
+        "128 KiB sequential read, QD1",
+        "op=read bs=131072 pattern=seq",
+        "MB/s",
+        131072,
+        3,
+    )
+
+
+def write_4k_flush(ctx: Context) -> list[Result]:
+    return _versus_qemu(
+        ctx,
+        "write_4k_flush",
+        "4 KiB random write + FLUSH CACHE EXT",
+        "op=write bs=4096 pattern=rand flush=1",
+        "ops/s",
+        4096,
+        None,
+    )
+
+
+def build_chain(folder: Path, depth: int) -> Path:
+    """base.vdi + (depth - 1) diffs in ``folder``; the leaf's path.
+
+    The first CHAIN_DATA_BLOCKS blocks hold data, block b in layer b % depth
+    (layer 0 is the base), so every chain serves the same share of reads from
+    files (the rest from unallocated blocks, as zeros) and a deep chain serves
+    them from all over its depth.
+    """
+    from emu.storage import ops
+    from emu.storage.chain import open_chain
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(depth)
+    registry: dict = {}  # uuid -> path: building need not search the folder for parents
+    path = ops.create_image(str(folder / "base.vdi"), DISK_SIZE)
+    for level in range(depth):
+        if level:
+            path = ops.create_diff(path, str(folder / f"diff{level:02d}.vdi"))
+        with open_chain(path, registry=registry) as chain:
+            registry[chain.images[0].uuid] = path
+            blocks = [b for b in range(CHAIN_DATA_BLOCKS) if b % depth == level]
+            for block in blocks:
+                chain.writev(block * CHAIN_BLOCK, [memoryview(rng.randbytes(CHAIN_BLOCK))])
+    return Path(path)
+
+
+def chain(ctx: Context) -> list[Result]:
+    append = "op=read bs=4096 pattern=rand"
+    probes = {}
+    for depth in CHAIN_DEPTHS:
+        leaf = build_chain(ctx.workdir / f"chain{depth}", depth)
+        probes[depth] = Probe(ctx.ours, append, leaf)
+    figures = slopes(probes, ctx.plan.counts["chain"], ctx.plan.reps)
+    base = figures[1]["per_op_us"]
+    results = []
+    for depth in CHAIN_DEPTHS:
+        fig = figures[depth]
+        ours = {"value": fig["per_op_us"], "ops_per_s": _speed(fig, "ops/s", 4096)["value"], **fig}
+        ratio = _ratio(fig["per_op_us"], base)
+        target = None
+        if depth == 64:
+            target = Target("depth 64 <= 1.1x depth 1 per read", ratio is not None and ratio <= 1.1)
+        results.append(
+            Result(
+                f"chain_d{depth}",
+                f"4 KiB random read, QD1, VDI chain of depth {depth}",
+                "us/read",
+                ours,
+                None,
+                ratio,
+                "cost: depth N / depth 1 per read",
+                target,
+                "ours only (QEMU does not open VDI diff chains by UUID)",
+            )
+        )
+    return results
+
+
+def _boot(ctx: Context, name: str, guest_name: str, with_disk: bool, target: float | None):
+    machines: list[Machine] = [ctx.ours] + ([ctx.qemu] if ctx.qemu else [])
+    samples: dict[str, list[float]] = {m.name: [] for m in machines}
+    for _ in range(ctx.plan.boot_reps):
+        for machine in machines:
+            disk = ctx.data_disk(machine) if with_disk else None
+            run = machine.run(guest(guest_name), "", disk)
+            check_exit0(run, machine, guest_name)
+            samples[machine.name].append(run.seconds)
+    figures = {
+        key: {
+            "value": min(values) * 1e3,
+            "median_ms": sorted(values)[len(values) // 2] * 1e3,
+            "samples_s": values,
+        }
+        for key, values in samples.items()
+    }
+    ours, qemu = figures["ours"], figures.get("qemu")
+    ratio = _ratio(ours["value"], qemu["value"] if qemu else None)
+    tgt = None
+    if target is not None:
+        tgt = Target(f"ours <= {target:g}x QEMU time", ratio is not None and ratio <= target)
+    disk_note = " on a 64 MiB raw disk" if with_disk else ""
+    return [
+        Result(
+            name,
+            f"{guest_name}: process start to exit{disk_note}",
+            "ms",
+            ours,
+            qemu,
+            ratio,
+            "time: ours / QEMU (lower is better)",
+            tgt,
+            None if ctx.qemu else "QEMU not installed",
+        )
+    ]
+
+
+def boot_hello(ctx: Context) -> list[Result]:
+    return _boot(ctx, "boot_hello", "hello", False, 0.6)
+
+
+def boot_demo(ctx: Context) -> list[Result]:
+    return _boot(ctx, "boot_demo", "demo", True, None)
+
+
+SUITE_TEST = '''\
+"""Generated by bench: {n} tests, each booting the hello guest in this process."""
+
+import pytest
+
+from emu.cli import main
+
+
+@pytest.mark.parametrize("index", range({n}))
+def test_hello(index, tmp_path):
+    assert main(["run", "hello", "--serial", str(tmp_path / "com1.txt")]) == 0
+'''
+
+
+def suite(ctx: Context) -> list[Result]:
+    n = ctx.plan.suite_guests
+    folder = ctx.workdir / "suite"
+    folder.mkdir(exist_ok=True)
+    test = folder / "test_hello_suite.py"
+    test.write_text(SUITE_TEST.format(n=n))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTEST_XDIST_WORKER", None)
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        str(test),
+    ]
+    variants = {"serial": base, "n2": [*base, "-n", "2"]}
+    samples: dict[str, list[float]] = {key: [] for key in variants}
+    for _ in range(ctx.plan.suite_reps):
+        for key, cmd in variants.items():
+            start = time.perf_counter()
+            proc = subprocess.run(
+                cmd,
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0 or f"{n} passed" not in proc.stdout:
+                raise RunFailed(
+                    f"suite ({key}) failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
+                )
+            samples[key].append(seconds)
+    serial, parallel = min(samples["serial"]), min(samples["n2"])
+    note = f"ours only; {n} tests, each `ahci-emu run hello` in-process (emu.cli.main)"
+    return [
+        Result(
+            "suite_serial",
+            f"{n}-guest pytest suite, serial",
+            "s",
+            {
+                "value": serial,
+                "guests": n,
+                "per_guest_ms": serial / n * 1e3,
+                "samples_s": samples["serial"],
+            },
+            None,
+            None,
+            None,
+            None,
+            note,
+        ),
+        Result(
+            "suite_n2",
+            f"{n}-guest pytest suite, pytest -n 2",
+            "s",
+            {
+                "value": parallel,
+                "guests": n,
+                "per_guest_ms": parallel / n * 1e3,
+                "samples_s": samples["n2"],
+            },
+            None,
+            _ratio(serial, parallel),
+            "speed-up: serial time / -n 2 time",
+            None,
+            note,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A measurement producing one or more workloads (measured together, interleaved)."""
+
+    name: str
+    names: tuple[str, ...]
+    run: Callable[[Context], list[Result]]
+    needs_qemu: bool
+
+
+GROUPS: Sequence[Group] = (
+    Group("read_4k_qd1", ("read_4k_qd1",), read_4k_qd1, True),
+    Group("ncq_4k_qd32", ("ncq_4k_qd32",), ncq_4k_qd32, True),
+    Group("seq_read_128k", ("seq_read_128k",), seq_read_128k, True),
+    Group("write_4k_flush", ("write_4k_flush",), write_4k_flush, True),
+    Group("chain", tuple(f"chain_d{d}" for d in CHAIN_DEPTHS), chain, False),
+    Group("boot_hello", ("boot_hello",), boot_hello, True),
+    Group("boot_demo", ("boot_demo",), boot_demo, True),
+    Group("suite", ("suite_serial", "suite_n2"), suite, False),
+)
+
+WORKLOADS: tuple[str, ...] = tuple(n for g in GROUPS for n in g.names)
