@@ -40,6 +40,8 @@ RESET_SIGNATURE = Completion(STATUS_DRDY | STATUS_DSC, 0x01, 0x000001, 0x01, 0x0
 NO_DEVICE_TFD = 0x7F
 ABORTED = Completion(STATUS_DRDY | STATUS_ERR, ERROR_ABRT)
 FULL = 0xFFFFFFFF
+_DMA_IN = Protocol.DMA_IN
+_DMA_OUT = Protocol.DMA_OUT
 
 
 class AhciPort:
@@ -265,11 +267,12 @@ class AhciPort:
         if buffers is None:
             self._overflow(slot, req.nbytes)
             return
-        if req.protocol.is_queued:
+        if req.tag is not None:  # READ/WRITE FPDMA QUEUED
             self._execute_queued(slot, area, req, buffers, table, prdtl)
             return
         done = disk.execute(req, buffers)
-        write_prdbc(ram, header, 0 if done.failed else req.nbytes)
+        failed = done is not GOOD and done.failed
+        write_prdbc(ram, header, 0 if failed else req.nbytes)
         if self.tracer is not None:
             self.tracer.command(
                 self.index,
@@ -280,7 +283,7 @@ class AhciPort:
                 done,
                 disk.read_sources(req),
             )
-        if done.failed:
+        if failed:
             self._fail(slot, area, done)
             return
         self._complete(slot, area, req.protocol, done, req.nbytes, interrupt_on_piece)
@@ -295,6 +298,13 @@ class AhciPort:
         interrupt_on_piece: bool,
     ) -> None:
         bits = regs.IS_DPS if interrupt_on_piece else 0
+        if protocol is _DMA_IN or protocol is _DMA_OUT:  # the common case, first
+            if area is not None:
+                fis.write_d2h(area, done)
+            self.tfd = done.status | done.error << 8
+            self.ci &= ~(1 << slot)
+            self._raise(bits | regs.IS_DHRS)
+            return
         if protocol is Protocol.PIO_IN:
             # Data-in PIO ends with the PIO Setup FIS's E_Status; no D2H FIS (SATA 11.7).
             if area is not None:
