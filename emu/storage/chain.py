@@ -251,11 +251,12 @@ def open_chain(
 ) -> Chain:
     """Open ``leaf_path`` and its parents (found as :func:`find_parent` says) as a Chain."""
     images: list[Image] = []
+    scans: dict[str, list[tuple[str, UUID | None]]] = {}
     try:
         image = open_image(leaf_path, read_only=read_only)
         images.append(image)
         while image.parent_uuid is not None:
-            path = find_parent(image.path, image.parent_uuid, registry)
+            path = find_parent(image.path, image.parent_uuid, registry, scans)
             for seen in images:
                 if os.path.realpath(path) == os.path.realpath(seen.path):
                     raise LinkageError(f"{image.path}: the chain loops back to {seen.path}")
@@ -270,28 +271,28 @@ def open_chain(
 
 
 def find_parent(
-    child_path: str, parent_uuid: UUID, registry: Mapping[UUID, str] | None = None
+    child_path: str,
+    parent_uuid: UUID,
+    registry: Mapping[UUID, str] | None = None,
+    scans: dict[str, list[tuple[str, UUID | None]]] | None = None,
 ) -> str:
-    """The path of the image whose uuidCreate is ``parent_uuid`` (see the module doc)."""
+    """The path of the image whose uuidCreate is ``parent_uuid`` (see the module doc).
+
+    ``scans`` keeps each directory's (path, uuidCreate) list between calls, so opening
+    a deep chain reads every header in a directory once, not once per level."""
     if registry is not None and parent_uuid in registry:
         return os.path.abspath(registry[parent_uuid])
-    from emu.storage.vdi import read_uuid_create
-
     child_path = os.path.abspath(child_path)
     here = os.path.dirname(child_path)
     dirs = [here] if os.path.dirname(here) == here else [here, os.path.dirname(here)]
     for directory in dirs:
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            continue
-        found = [
-            path
-            for name in names
-            if name.lower().endswith(".vdi")
-            and (path := os.path.join(directory, name)) != child_path
-            and read_uuid_create(path) == parent_uuid
-        ]
+        if scans is None or directory not in scans:
+            listing = _scan_vdis(directory)
+            if scans is not None:
+                scans[directory] = listing
+        else:
+            listing = scans[directory]
+        found = [path for path, uuid in listing if uuid == parent_uuid and path != child_path]
         if len(found) > 1:
             raise LinkageError(
                 f"{child_path}: its parent {{{parent_uuid}}} is ambiguous: "
@@ -305,6 +306,18 @@ def find_parent(
         f"{child_path}: parent image {{{parent_uuid}}} not found: no .vdi file in "
         f"{where} has that uuidCreate{registered}"
     )
+
+
+def _scan_vdis(directory: str) -> list[tuple[str, UUID | None]]:
+    """(path, uuidCreate or None) of each .vdi file in ``directory``, sorted by name."""
+    from emu.storage.vdi import read_uuid_create
+
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    paths = [os.path.join(directory, n) for n in names if n.lower().endswith(".vdi")]
+    return [(path, read_uuid_create(path)) for path in paths]
 
 
 def check_link(child: "Image | VdiScan", parent: "Image | VdiScan") -> None:
