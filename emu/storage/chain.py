@@ -255,13 +255,14 @@ def open_chain(
     try:
         image = open_image(leaf_path, read_only=read_only)
         images.append(image)
+        seen = {os.path.realpath(image.path)}
         while image.parent_uuid is not None:
             path = find_parent(image.path, image.parent_uuid, registry, scans)
-            for seen in images:
-                if os.path.realpath(path) == os.path.realpath(seen.path):
-                    raise LinkageError(f"{image.path}: the chain loops back to {seen.path}")
+            if os.path.realpath(path) in seen:
+                raise LinkageError(f"{image.path}: the chain loops back to {path}")
             image = open_image(path, read_only=True)
             images.append(image)
+            seen.add(os.path.realpath(path))
             check_link(images[-2], image)
         return Chain(images)
     except BaseException:
