@@ -22,7 +22,7 @@ QEMU half is skipped, or fails when ``CI=true``.
 
 Options: ``--ahci-runner=inprocess|subprocess`` (ini ``ahci_runner``; default
 inprocess: the board runs in the test process, a boot costs milliseconds; a
-subprocess costs ~0.2 s more per boot but survives anything) and
+subprocess costs ~0.1 s more per boot but survives anything) and
 ``--ahci-timeout=SECONDS`` (ini ``ahci_timeout``, default 30) per boot; the
 environment variables ``AHCI_EMU_RUNNER`` and ``AHCI_EMU_TIMEOUT`` come last.
 

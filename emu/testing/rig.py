@@ -8,7 +8,7 @@ rigs in parallel test processes never meet.
 Runs under ahci-emu go through the ``ahci-emu`` command line (``run --disk``,
 ``vm run``): either in this process (``emu.cli.main``, the default: a boot
 costs milliseconds, as Unicorn is imported once) or as a child process
-(``python -m emu.cli``: full isolation, about 0.2 s more per boot). The same
+(``python -m emu.cli``: full isolation, about 0.1 s more per boot). The same
 arguments go to both, so the two cannot drift apart.
 
 Under QEMU (the oracle), each disk is a raw file: a raw base image is used in
@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,6 +405,9 @@ def _run_inprocess(argv: list[str]) -> tuple[int, str]:
             code = cli.main(argv)
     except SystemExit as exc:  # argparse refused the arguments
         code = exc.code if isinstance(exc.code, int) else 2
+    except Exception:  # an emulator bug: what the command would print, and exit 1
+        err.write(traceback.format_exc())
+        code = 1
     if code == 130 and "interrupted" in err.getvalue():
         raise KeyboardInterrupt  # Ctrl-C (or SIGTERM) during the run: stop the tests too
     return code, err.getvalue()
@@ -475,6 +479,8 @@ def _run_qemu(
 ) -> GuestRun:
     from emu.errors import EmuError
 
+    if qemu_path() is None:
+        raise RuntimeError(f"{QEMU} is not installed: cannot boot on the QEMU backend")
     started = time.perf_counter()
     try:
         if vm is None:
