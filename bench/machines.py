@@ -123,33 +123,9 @@ class Qemu(Machine):
         self.binary = binary
 
     def command(self, guest: Path, append: str, disk: Path | None) -> list[str]:
-        cmd = [
-            self.binary,
-            "-nodefaults",
-            "-machine",
-            "q35,accel=tcg",
-            "-m",
-            "128",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-kernel",
-            str(guest),
-        ]
-        if append:
-            cmd += ["-append", append]
-        if disk is not None:
-            cmd += [
-                "-drive",
-                f"id=d0,file={disk},format=raw,if=none",
-                "-device",
-                "ide-hd,drive=d0,bus=ide.0",
-            ]
-        return cmd
+        from emu.testing.rig import qemu_command
+
+        return qemu_command(guest, append, [] if disk is None else [(0, disk)], self.binary)
 
     def guest_exit(self, status: int) -> int | None:
         return status >> 1 if status > 0 and status & 1 else None

@@ -287,25 +287,9 @@ def boot_report() -> None:
         f"(imports alone ~{(imports - bare) * 1e3:.1f} ms)"
     )
     if qemu:
-        q = best_process(
-            [
-                qemu,
-                "-nodefaults",
-                "-machine",
-                "q35,accel=tcg",
-                "-m",
-                "128",
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-no-reboot",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                "-kernel",
-                str(guest("hello")),
-            ]
-        )
+        from emu.testing.rig import qemu_command
+
+        q = best_process(qemu_command(guest("hello"), "", [], qemu))
         print(f"QEMU hello (best of 7): {q * 1e3:.1f} ms; target 0.6x = {q * 0.6e3:.1f} ms")
 
     rows = importtime(["-m", "emu.cli", "run", "hello"])

@@ -439,11 +439,17 @@ def _read_text(path: Path) -> str:
 # ---- running QEMU ---------------------------------------------------------------------
 
 
-def qemu_command(guest: PathLike, append: str, disks: Sequence[tuple[int, PathLike]]) -> list[str]:
+def qemu_command(
+    guest: PathLike,
+    append: str,
+    disks: Sequence[tuple[int, PathLike]],
+    binary: str | None = None,
+) -> list[str]:
     """QEMU q35 with the machine contract of DESIGN.md; ``disks`` as (port, raw file).
-    TRIM reaches the files (``discard=unmap``) as it reaches our images."""
+    TRIM reaches the files (``discard=unmap``) as it reaches our images. The one place
+    that spells the reference machine out (the oracle and the benchmarks use it too)."""
     cmd = [
-        qemu_path() or QEMU,
+        binary or qemu_path() or QEMU,
         "-nodefaults",
         "-machine", "q35,accel=tcg",
         "-m", "128",

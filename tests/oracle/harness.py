@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from emu.testing.rig import qemu_command as rig_qemu_command
+
 ORACLE_DIR = Path(__file__).resolve().parent
 ROOT = ORACLE_DIR.parent.parent
 GUESTS = ROOT / "guest_images"
@@ -39,33 +41,7 @@ def require_qemu() -> str:
 
 
 def qemu_command(guest: Path, append: str = "", disks: tuple[Path, ...] = ()) -> list[str]:
-    cmd = [
-        require_qemu(),
-        "-nodefaults",
-        "-machine",
-        "q35,accel=tcg",
-        "-m",
-        "128",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-kernel",
-        str(guest),
-    ]
-    if append:
-        cmd += ["-append", append]
-    for index, disk in enumerate(disks):
-        cmd += [
-            "-drive",
-            f"id=d{index},file={disk},format=raw,if=none",
-            "-device",
-            f"ide-hd,drive=d{index},bus=ide.{index}",
-        ]
-    return cmd
+    return rig_qemu_command(guest, append, list(enumerate(disks)), require_qemu())
 
 
 def run_qemu(
