@@ -14,8 +14,7 @@ readonly     nowhere (ReadOnlyError)     no        no          several
 ============ =========================== ========= =========== =============
 
 ¹ unless the attachment's autoreset flag is off.
-² fixed-size VDI only (no block map to update; raw would qualify too, once a
-  raw image can be opened writable under a shared lock). Opened for writing with
+² fixed-size VDI or raw only (no block map to update). Opened for writing with
   a shared lock: every shareable user holds ``LOCK_SH`` on the file, so other
   shareable users may run at once while a normal/write-through user (``LOCK_EX``)
   may not. Coordinating the writes is the guests' business, as with a shared
@@ -34,6 +33,7 @@ from enum import StrEnum
 from emu.storage.chain import Chain
 from emu.storage.detect import open_image
 from emu.storage.errors import StorageError
+from emu.storage.raw import RawImage
 from emu.storage.vdi import ImageType, VdiImage
 
 
@@ -113,11 +113,6 @@ def check_type(mtype: MediumType, facts: MediumFacts, path: str) -> None:
             "block map cannot be updated by two machines at once); convert it with "
             "--variant fixed"
         )
-    if mtype is MediumType.SHAREABLE and facts.format != "vdi":
-        raise MediumTypeError(
-            f"{path}: shareable raw files are not supported yet (a raw image cannot be opened "
-            "for writing under a shared lock); convert it to a fixed VDI"
-        )
     if mtype.diff_at_attach and facts.format != "vdi":
         raise MediumTypeError(
             f"{path}: {mtype} needs a VDI base (differencing images link to their "
@@ -126,5 +121,7 @@ def check_type(mtype: MediumType, facts: MediumFacts, path: str) -> None:
 
 
 def open_shareable(path: str) -> Chain:
-    """Open a shareable (fixed VDI) medium for writing under a shared lock (module doc)."""
+    """Open a shareable (fixed VDI or raw) medium for writing under a shared lock (module doc)."""
+    if probe(path).format == "raw":
+        return Chain([RawImage(path, exclusive=False)])
     return Chain([VdiImage.open(path, read_only=False, exclusive=False)])

@@ -32,10 +32,15 @@ class RawImage:
     parent_modify_uuid = None
     block_size = BLOCK_SIZE
 
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, *, read_only: bool = False, exclusive: bool | None = None
+                 ) -> None:
+        """``exclusive`` (default: when writable) picks the lock; a shareable medium is
+        opened writable under a shared lock."""
         self.path = os.path.abspath(path)
         self._read_only = read_only
-        self._fd = open_locked(self.path, read_only=read_only, exclusive=not read_only)
+        if exclusive is None:
+            exclusive = not read_only
+        self._fd = open_locked(self.path, read_only=read_only, exclusive=exclusive)
         size = os.fstat(self._fd).st_size
         if size == 0 or size % SECTOR_SIZE:
             os.close(self._fd)

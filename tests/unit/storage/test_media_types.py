@@ -8,7 +8,7 @@ import pytest
 
 from emu.storage import ops
 from emu.storage.errors import ImageLockedError, ReadOnlyError
-from emu.storage.media import MediumType, MediumTypeError
+from emu.storage.media import MediumType
 from emu.storage.vm import Machine
 
 MiB = 1 << 20
@@ -181,7 +181,18 @@ def test_shareable_is_written_directly_by_machines_running_at_once(tmp_path):
         assert diffs(a) == diffs(b) == set()
 
 
-def test_shareable_raw_is_refused_until_raw_images_can_be_shared(tmp_path):
+def test_shareable_raw_file_is_written_by_machines_running_at_once(tmp_path):
     base = make_base(tmp_path / "shared.img", fmt="raw", variant="fixed")
-    with Machine.create(tmp_path / "vm") as vm, pytest.raises(MediumTypeError, match="fixed VDI"):
-        vm.attach(0, base, "shareable")
+    with Machine.create(tmp_path / "a") as a, Machine.create(tmp_path / "b") as b:
+        a.attach(0, base, "shareable")
+        b.attach(0, base, "shareable")
+        disk_a, disk_b = a.start()[0], b.start()[0]
+        write(disk_a, b"R" * 512, offset=MiB)
+        assert read(disk_b, MiB) == b"R" * 512
+        with Machine.create(tmp_path / "c") as c, pytest.raises(ImageLockedError):
+            c.attach(0, base, "writethrough")
+        a.stop()
+        b.stop()
+    with open(base, "rb") as f:
+        f.seek(MiB)
+        assert f.read(512) == b"R" * 512
