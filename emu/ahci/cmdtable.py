@@ -6,7 +6,6 @@ from emu.ahci.dma import HostBusError, HostMemory
 
 HEADER_SIZE = 32
 CFIS_OFFSET = 0x00
-ACMD_OFFSET = 0x40
 PRDT_OFFSET = 0x80
 PRD_SIZE = 16
 PRD_DBC_MASK = 0x3FFFFF

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from emu.ahci import fis, regs
 from emu.ahci.cmdtable import (
+    CFIS_OFFSET,
     HEADER_SIZE,
     parse_prdt,
     prdt_buffers,
@@ -248,7 +249,7 @@ class AhciPort:
     ) -> None:
         ram = self.memory.mem
         try:
-            kind, flags, tf = fis.parse_h2d(ram, table)
+            kind, flags, tf = fis.parse_h2d(ram, table + CFIS_OFFSET)
         except (struct.error, OverflowError):
             raise HostBusError(f"command table at 0x{table:x} is outside guest RAM") from None
         if kind != fis.TYPE_REG_H2D:

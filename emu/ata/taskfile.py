@@ -36,18 +36,6 @@ class Protocol(IntEnum):
     FPDMA_OUT = 6  # WRITE FPDMA QUEUED (NCQ)
     DIAGNOSTIC = 7  # EXECUTE DEVICE DIAGNOSTIC: completes with the signature
 
-    @property
-    def is_write(self) -> bool:
-        return self in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT)
-
-    @property
-    def is_queued(self) -> bool:
-        return self in (Protocol.FPDMA_IN, Protocol.FPDMA_OUT)
-
-    @property
-    def is_pio(self) -> bool:
-        return self in (Protocol.PIO_IN, Protocol.PIO_OUT)
-
 
 @dataclass(slots=True)
 class TaskFile:
