@@ -85,6 +85,7 @@ class AhciPort:
         self.sact = self.ci = self.sntf = 0
         self.halted = False
         self._srst = False
+        self._completed_tags = 0  # queued commands done, their SDB FIS not yet posted
         self._link_up()
 
     def _link_up(self, area: memoryview | None = None) -> None:
@@ -225,6 +226,23 @@ class AhciPort:
             pending = self.ci
             slot = (pending & -pending).bit_length() - 1
             self._run_slot(slot)
+        self._post_completions()
+
+    def _post_completions(self) -> None:
+        """One Set Device Bits FIS for every queued command finished in this PxCI write:
+        its SActive field names them all (SATA 13.6.5), as a device that completes
+        several commands at once sends it."""
+        tags, self._completed_tags = self._completed_tags, 0
+        if not tags:
+            return
+        try:
+            area = self._fis_area()
+        except HostBusError:
+            area = None  # checked when the command started; FB cannot have moved since
+        if area is not None:
+            fis.write_sdb(area, GOOD.status, 0, tags)
+        self.sact &= ~tags
+        self._raise(regs.IS_SDBS)
 
     def _run_slot(self, slot: int) -> None:
         self.cmd = (self.cmd & ~regs.CMD_CCS_MASK) | slot << regs.CMD_CCS_SHIFT
@@ -368,17 +386,15 @@ class AhciPort:
                 done,
                 self.disk.read_sources(req),
             )
-        if done.failed:  # the device reports a queued command's error in an SDB FIS
+        if done is not GOOD and done.failed:  # the error goes in an SDB FIS of its own
+            self._post_completions()
             if area is not None:
                 fis.write_sdb(area, done.status, done.error, 0)
             self.tfd = done.status | done.error << 8
             self.halted = True
             self._raise(regs.IS_TFES | regs.IS_SDBS)
             return
-        if area is not None:
-            fis.write_sdb(area, done.status, 0, 1 << tag)
-        self.sact &= ~(1 << tag)
-        self._raise(regs.IS_SDBS)
+        self._completed_tags |= 1 << tag
 
     def _device_control(self, slot: int, area: memoryview | None, control: int) -> None:
         """A control FIS (C=0): SRST asserted then released is a software reset."""

@@ -200,8 +200,8 @@ def test_ncq_32_tags_complete_through_sdb(m):
         for tag in range(0, 32, 2):
             f.seek(tag * 4 * 512)
             assert f.read(1024) == bytes([tag]) * 1024
-    sdb = m.rfis(fis.RFIS_SDBFIS, 8)
-    assert sdb[0] == fis.TYPE_SET_DEVICE_BITS and struct.unpack_from("<I", sdb, 4)[0] == 1 << 31
+    sdb = m.rfis(fis.RFIS_SDBFIS, 8)  # one SDB FIS completes the whole batch
+    assert sdb[0] == fis.TYPE_SET_DEVICE_BITS and struct.unpack_from("<I", sdb, 4)[0] == 0xFFFFFFFF
 
 
 def test_ncq_error_sets_tfes_keeps_sact_and_logs_the_tag(m):
