@@ -1,6 +1,6 @@
 """One AHCI port: its register file (AHCI 3.3) and its command engine (AHCI 5).
 
-Commands run to completion inside the guest's write to PxCI (or PxCMD.ST):
+Commands run to completion inside the guest's write to PxCI:
 data, FISes, PxTFD, PRDBC and PxIS are all in place before PxCI's bit clears,
 so the guest can never see a command done before its results.
 """
@@ -21,11 +21,9 @@ from emu.ahci.cmdtable import (
 from emu.ahci.dma import HostBusError, HostMemory
 from emu.ata.errors import GOOD, AtaError
 from emu.ata.taskfile import (
-    ERROR_ABRT,
     STATUS_DRDY,
     STATUS_DRQ,
     STATUS_DSC,
-    STATUS_ERR,
     Completion,
     Protocol,
     Request,
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
 # ("no error" from diagnostics), count 1, LBA 1.
 RESET_SIGNATURE = Completion(STATUS_DRDY | STATUS_DSC, 0x01, 0x000001, 0x01, 0x00)
 NO_DEVICE_TFD = 0x7F
-ABORTED = Completion(STATUS_DRDY | STATUS_ERR, ERROR_ABRT)
+ABORTED = AtaError.abrt().completion
 FULL = 0xFFFFFFFF
 _DMA_IN = Protocol.DMA_IN
 _DMA_OUT = Protocol.DMA_OUT
