@@ -220,36 +220,39 @@ class AhciPort:
             self._run_pending()
 
     def _run_pending(self) -> None:
+        """Run the issued commands, lowest slot first, until none is left or one halts the
+        port. Bus mastering and the FIS area are settled once for the whole write: the
+        guest cannot change them while its PxCI write runs."""
+        try:
+            if not self._bus_master():
+                raise HostBusError("bus mastering is disabled in the PCI command register")
+            area = self._fis_area()
+        except HostBusError as exc:
+            pending = self.ci
+            self._host_bus_fatal((pending & -pending).bit_length() - 1, str(exc))
+            return
         while self.ci and not self.halted:
             pending = self.ci
-            slot = (pending & -pending).bit_length() - 1
-            self._run_slot(slot)
-        self._post_completions()
+            self._run_slot((pending & -pending).bit_length() - 1, area)
+        self._post_completions(area)
 
-    def _post_completions(self) -> None:
+    def _post_completions(self, area: memoryview | None) -> None:
         """One Set Device Bits FIS for every queued command finished in this PxCI write:
         its SActive field names them all (SATA 13.6.5), as a device that completes
         several commands at once sends it."""
         tags, self._completed_tags = self._completed_tags, 0
         if not tags:
             return
-        try:
-            area = self._fis_area()
-        except HostBusError:
-            area = None  # checked when the command started; FB cannot have moved since
         if area is not None:
             fis.write_sdb(area, GOOD.status, 0, tags)
         self.sact &= ~tags
         self._raise(regs.IS_SDBS)
 
-    def _run_slot(self, slot: int) -> None:
+    def _run_slot(self, slot: int, area: memoryview | None) -> None:
         self.cmd = (self.cmd & ~regs.CMD_CCS_MASK) | slot << regs.CMD_CCS_SHIFT
         try:
-            if not self._bus_master():
-                raise HostBusError("bus mastering is disabled in the PCI command register")
             header = (self.clbu << 32 | self.clb) + slot * HEADER_SIZE
             prdtl, table = read_header(self.memory.mem, header)
-            area = self._fis_area()
             self._execute(slot, header, table, prdtl, area)
         except HostBusError as exc:
             self._host_bus_fatal(slot, str(exc))
@@ -385,7 +388,7 @@ class AhciPort:
                 self.disk.read_sources(req),
             )
         if done is not GOOD and done.failed:  # the error goes in an SDB FIS of its own
-            self._post_completions()
+            self._post_completions(area)
             if area is not None:
                 fis.write_sdb(area, done.status, done.error, 0)
             self.tfd = done.status | done.error << 8
