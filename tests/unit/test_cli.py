@@ -102,14 +102,18 @@ def test_help_explains_every_run_option():
 
 
 def test_ctrl_c_stops_a_spinning_guest_cleanly(make_guest):
+    # The guest prints one byte before it spins; unbuffered, so once the test has read
+    # it the guest is surely running (however slow the start on a loaded machine).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emu.cli", "run", make_guest(SPIN)],
+        [sys.executable, "-m", "emu.cli", "run", make_guest(putc("r") + SPIN)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(1.0)
+    assert proc.stdout.read(1) == "r"
+    time.sleep(0.2)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130
