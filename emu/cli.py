@@ -29,14 +29,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    args = build_parser(argv).parse_args(argv)
     try:
+        args = build_parser(argv).parse_args(argv)
         return args.handler(args)
     except EmuError as exc:
         print(f"ahci-emu: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("ahci-emu: interrupted", file=sys.stderr)
+        print("ahci-emu: error: interrupted", file=sys.stderr)
         return 130
 
 
