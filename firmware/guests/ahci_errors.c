@@ -16,6 +16,7 @@
  * written to it (tests/guests checks the image is unchanged).
  */
 #include "ahci.h"
+#include "ahci_test.h"
 #include "guest.h"
 
 #define TAG0 0xD0
@@ -277,16 +278,8 @@ int main(uint32_t magic, const struct multiboot_info *info)
 {
     (void)magic;
     (void)info;
-    int rc = ahci_init();
-    if (!check(rc == AHCI_OK, "AHCI HBA found and reset", "%s", ahci_strerror(rc)))
-        test_done();
-    uint32_t ready = ahci_start_ports();
-    p = ahci_port(0);
-    if (!check_ok(ready & 1, "disk on port 0 ready"))
-        test_done();
-    rc = ahci_identify(p, id);
-    sectors = ata_id_sectors(id);
-    printf("port 0 capacity: %llu sectors\n", (unsigned long long)sectors);
+    p = ahci_test_start(NULL);
+    int rc = ahci_test_identify(p, id, &sectors);
     if (!check(rc == AHCI_OK && sectors >= 1024, "IDENTIFY", "%s", ahci_strerror(rc)))
         test_done();
     port_works("port works");

@@ -12,6 +12,7 @@
  * Disks: port 0 (the test pattern, tag 0xD0); optional port 1 (any).
  */
 #include "ahci.h"
+#include "ahci_test.h"
 #include "ahci_irq.h"
 #include "guest.h"
 
@@ -231,13 +232,8 @@ int main(uint32_t magic, const struct multiboot_info *info)
 {
     (void)magic;
     (void)info;
-    int rc = ahci_init();
-    if (!check(rc == AHCI_OK, "AHCI HBA found and reset", "%s", ahci_strerror(rc)))
-        test_done();
-    uint32_t ready = ahci_start_ports();
-    struct ahci_port *p = ahci_port(0);
-    if (!check_ok(ready & 1, "disk on port 0 ready"))
-        test_done();
+    uint32_t ready;
+    struct ahci_port *p = ahci_test_start(&ready);
 
     ahci_irq_init();
     ahci_irq_set_handler(VEC, handler);
@@ -245,7 +241,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
     ahci_irq_set_handler(VEC_INTX, handler);
     uint8_t cap = pci_find_cap(ahci_hba.bdf, PCI_CAP_ID_MSI);
     check_ok(cap != 0, "MSI capability present");
-    rc = ahci_msi_enable(VEC);
+    int rc = ahci_msi_enable(VEC);
     uint16_t ctl = pci_read16(ahci_hba.bdf, (uint8_t)(cap + 2));
     check(rc == 0 && (ctl & 1), "MSI enabled (message control bit 0)", "control 0x%04x", ctl);
     check_ok(ctl & (1u << 7), "MSI 64-bit address capable");

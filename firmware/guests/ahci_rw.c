@@ -17,6 +17,7 @@
  * and writes on both sides of the 28-bit limit.
  */
 #include "ahci.h"
+#include "ahci_test.h"
 #include "guest.h"
 
 #define TAG0 0xD0
@@ -346,16 +347,10 @@ int main(uint32_t magic, const struct multiboot_info *info)
 {
     (void)magic;
     (void)info;
-    int rc = ahci_init();
-    if (!check(rc == AHCI_OK, "AHCI HBA found and reset", "%s", ahci_strerror(rc)))
-        test_done();
-    uint32_t ready = ahci_start_ports();
-    p0 = ahci_port(0);
-    if (!check_ok(ready & 1, "disk on port 0 ready"))
-        test_done();
-    rc = ahci_identify(p0, id);
-    uint64_t sectors = ata_id_sectors(id);
-    printf("port 0 capacity: %llu sectors\n", (unsigned long long)sectors);
+    uint32_t ready;
+    p0 = ahci_test_start(&ready);
+    uint64_t sectors;
+    int rc = ahci_test_identify(p0, id, &sectors);
     if (!check(rc == AHCI_OK && sectors >= 196608, "port 0 disk has at least 196608 sectors", "%s",
                ahci_strerror(rc)))
         test_done();
