@@ -31,13 +31,20 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from emu.storage.detect import open_image
 from emu.storage.errors import LinkageError, ParentNotFoundError, ReadOnlyError, StorageError
-from emu.storage.image import BLOCK_SIZE, ZEROS, BlockState, Image, is_zero, read_exact
+from emu.storage.image import (
+    BLOCK_SIZE,
+    ZEROS,
+    BlockState,
+    Closing,
+    Image,
+    is_zero,
+    read_exact,
+)
 
 if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is involved
     from emu.storage.vdi import VdiScan
@@ -49,7 +56,7 @@ _Location = tuple[int, int, Image] | None  # (fd, file offset of the block, imag
 _BlockHandler = Callable[[int, int, list[memoryview], int], None]
 
 
-class Chain:
+class Chain(Closing):
     """Images leaf first, each the parent of the one before; a BlockDevice."""
 
     def __init__(self, images: Sequence[Image]) -> None:
@@ -147,17 +154,6 @@ class Chain:
                 errors.append(exc)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> "Chain":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---- introspection ------------------------------------------------------
 

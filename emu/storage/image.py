@@ -16,7 +16,7 @@ import enum
 import fcntl
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, Self
 from uuid import UUID
 
 from emu.storage.blockdev import SECTOR_SIZE
@@ -31,6 +31,19 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX")
 _PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+class Closing:
+    """``with`` support for storage objects: the block ends with ``close()``."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 class BlockState(enum.IntEnum):

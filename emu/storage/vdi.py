@@ -45,7 +45,6 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from types import TracebackType
 from uuid import UUID, uuid4
 
 from construct import Adapter, Bytes, Container, Int32ul, Int64ul, Struct
@@ -56,6 +55,7 @@ from emu.storage.image import (
     BLOCK_SIZE,
     ZEROS,
     BlockState,
+    Closing,
     check_size,
     fsync,
     fsync_dir,
@@ -202,7 +202,7 @@ class _Loaded:
     holes: list[int]  # unused slots below next_slot (files written by other tools)
 
 
-class VdiImage(_Identity):
+class VdiImage(_Identity, Closing):
     """An open VDI file: header, block map and the I/O a chain needs.
 
     Open with :meth:`open` or :meth:`create`. ``track_modify`` may be set to False
@@ -482,17 +482,6 @@ class VdiImage(_Identity):
         finally:
             os.close(self._fd)
             self._fd = -1
-
-    def __enter__(self) -> "VdiImage":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_writable(self) -> None:
         if self._read_only:

@@ -29,13 +29,13 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from uuid import UUID, uuid4
 
 from emu.storage import machine_file, ops
 from emu.storage.chain import Chain, open_chain
 from emu.storage.errors import ImageLockedError, MediumError, StorageError
+from emu.storage.image import Closing
 from emu.storage.machine_file import (
     Attachment,
     MachineConfig,
@@ -81,7 +81,7 @@ class _Change:
     created: list[str] = field(default_factory=list)
 
 
-class Machine:
+class Machine(Closing):
     """An open machine folder. Holds an exclusive lock on the folder until closed."""
 
     def __init__(
@@ -142,17 +142,6 @@ class Machine:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-    def __enter__(self) -> "Machine":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def uuid(self) -> UUID:
