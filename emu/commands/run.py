@@ -25,7 +25,7 @@ exit status: the value the guest writes to the debug-exit port 0xF4;
 2 on a bad option or fault spec, 1 on any other error (bad guest or disk file).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
-idnf, abrt, df, power-cut, stall, latency, link-loss; triggers port=N,
+idnf, abrt, df, power-cut; triggers port=N,
 lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
 The README's "Fault injection" section has the whole vocabulary.
 """
