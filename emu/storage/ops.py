@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
-from emu.storage.chain import check_link, find_parent, open_chain
+from emu.storage.chain import FolderScans, check_link, find_parent, open_chain
 from emu.storage.detect import is_vdi
 from emu.storage.errors import (
     ImageFormatError,
@@ -306,6 +306,7 @@ class _Walk:
     def __init__(self, path: str, registry: Mapping[UUID, str] | None) -> None:
         self._path = os.path.abspath(path)
         self._registry = registry
+        self._scans = FolderScans()
         self.warnings: list[str] = []
 
     def __iter__(self) -> Iterator[tuple[str, VdiScan | None]]:
@@ -332,7 +333,7 @@ class _Walk:
             if info is None or info.parent_uuid is None:
                 return
             seen.append(os.path.realpath(path))
-            path = find_parent(path, info.parent_uuid, self._registry)
+            path = find_parent(path, info.parent_uuid, self._registry, self._scans)
             if os.path.realpath(path) in seen:
                 raise LinkageError(f"{info.path}: the chain loops back to {path}")
             child = info
