@@ -44,6 +44,7 @@ import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -356,26 +357,40 @@ def _file_id(path: str) -> tuple[int, int]:
 
 
 class FolderScans:
-    """The ``.vdi`` files of the folders searched so far, by uuidCreate, so that one
-    command reads each folder's headers once, whatever the chain's depth."""
+    """The ``.vdi`` files of the folders searched so far, by uuidCreate and uuidLinkage,
+    so that one command reads each folder's headers once, whatever the chain's depth."""
 
     def __init__(self) -> None:
-        self._folders: dict[str, tuple[dict[UUID, list[str]], list[str]]] = {}
+        self._folders: dict[str, _Folder] = {}
 
     def lookup(self, directory: str, uuid: UUID) -> tuple[list[str], list[str]]:
         """(the paths in ``directory`` with that uuidCreate, the problems of its .vdi
         files that have no readable UUID)."""
+        folder = self._folder(directory)
+        return folder.by_uuid.get(uuid, []), folder.damaged
+
+    def children(self, directory: str, uuid: UUID) -> list[str]:
+        """The paths in ``directory`` whose uuidLinkage is ``uuid``."""
+        return self._folder(directory).by_parent.get(uuid, [])
+
+    def _folder(self, directory: str) -> "_Folder":
         if directory not in self._folders:
-            by_uuid: dict[UUID, list[str]] = {}
-            damaged = []
-            for path, found, problem in _scan_vdis(directory):
-                if found is None:
-                    damaged.append(problem or f"{path}: not a VDI")
-                else:
-                    by_uuid.setdefault(found, []).append(path)
-            self._folders[directory] = (by_uuid, damaged)
-        by_uuid, damaged = self._folders[directory]
-        return by_uuid.get(uuid, []), damaged
+            folder = self._folders[directory] = _Folder({}, {}, [])
+            for path, create, linkage, problem in _scan_vdis(directory):
+                if create is None:
+                    folder.damaged.append(problem or f"{path}: not a VDI")
+                    continue
+                folder.by_uuid.setdefault(create, []).append(path)
+                if linkage is not None:
+                    folder.by_parent.setdefault(linkage, []).append(path)
+        return self._folders[directory]
+
+
+@dataclass
+class _Folder:
+    by_uuid: dict[UUID, list[str]]
+    by_parent: dict[UUID, list[str]]
+    damaged: list[str]  # the problems of .vdi files without a readable uuidCreate
 
 
 def find_parent(
@@ -420,10 +435,10 @@ def find_parent(
     )
 
 
-def _scan_vdis(directory: str) -> list[tuple[str, UUID | None, str | None]]:
-    """(path, uuidCreate, header problem) of each regular .vdi file in ``directory``,
-    sorted by name (see :func:`emu.storage.vdi.read_uuid_create`)."""
-    from emu.storage.vdi import read_uuid_create
+def _scan_vdis(directory: str) -> list[tuple[str, UUID | None, UUID | None, str | None]]:
+    """(path, uuidCreate, uuidLinkage, header problem) of each regular .vdi file in
+    ``directory``, sorted by name (see :func:`emu.storage.vdi.read_uuids`)."""
+    from emu.storage.vdi import read_uuids
 
     try:
         with os.scandir(directory) as entries:
@@ -432,7 +447,7 @@ def _scan_vdis(directory: str) -> list[tuple[str, UUID | None, str | None]]:
             )
     except OSError:
         return []
-    return [(path, *read_uuid_create(path)) for path in paths]
+    return [(path, *read_uuids(path)) for path in paths]
 
 
 def _is_regular(entry: os.DirEntry) -> bool:

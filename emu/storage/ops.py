@@ -112,6 +112,42 @@ def relink(diff_path: str, parent_path: str) -> None:
         diff.set_parent(parent.uuid_create, parent.uuid_modify)
 
 
+def children(path: str) -> list[str]:
+    """The differencing images made of ``path``, looked for where they would look for it:
+    in its folder and in the folders just below it (a ``Snapshots/``)."""
+    with _open_vdi(path, read_only=True) as image:
+        uuid, me = image.uuid_create, os.fstat(image.fd)
+    folder = os.path.dirname(image.path)
+    try:
+        with os.scandir(folder) as entries:
+            below = sorted(e.path for e in entries if e.is_dir())
+    except OSError:
+        below = []
+    scans = FolderScans()
+    found = [p for d in [folder, *below] for p in scans.children(d, uuid)]
+    return [p for p in found if not os.path.samestat(os.stat(p), me)]
+
+
+def machine_registry(path: str) -> dict[UUID, str] | None:
+    """The media registry of the machine folder an image lives in, if it does.
+
+    A machine's diffs are in ``FOLDER/Snapshots/``, its base may be anywhere (README:
+    beside the folder); the registry in ``FOLDER/machine.json`` (read, never written)
+    says where. None for an image outside a machine folder.
+    """
+    from emu.storage import machine_file
+
+    here = os.path.dirname(os.path.abspath(path))
+    for folder in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(folder, machine_file.MACHINE_FILE)):
+            config = machine_file.read(folder)
+            return {
+                uuid: os.path.normpath(os.path.join(folder, record.path))
+                for uuid, record in config.media.items()
+            }
+    return None
+
+
 # ---- merging --------------------------------------------------------------------
 
 

@@ -133,11 +133,11 @@ MAX_SIZE = MAX_BLOCKS * BLOCK_SIZE  # 64 TiB: the largest VDI made or opened (a 
 
 _PRE_SIZE = VDIPREHEADER.sizeof()
 _NIL = UUID(int=0)
-_UUID_START = _PRE_SIZE + sum(  # the file offset of uuidCreate (0x188)
-    field.sizeof()
+_UUID_START = _PRE_SIZE + sum(  # the file offset of uuidCreate (0x188), then uuidModify
+    field.sizeof()  # and uuidLinkage
     for field in itertools.takewhile(lambda f: f.name != "uuidCreate", VDIHEADER1PLUS.subcons)
 )
-_UUID_END = _UUID_START + 16
+_UUIDS_END = _UUID_START + 48
 _PRE_MAGIC = struct.pack("<II", SIGNATURE, VERSION)  # u32Signature, u32Version
 _HEADER_PARSER = VDIHEADER1PLUS.compile()  # 3x faster: a chain of thousands opens in < 1 s
 
@@ -584,25 +584,29 @@ def scan(path: str, *, max_problems: int = 100) -> VdiScan:
     )
 
 
-def read_uuid_create(path: str) -> tuple[UUID | None, str | None]:
-    """What a folder search needs of a file: (uuidCreate, the header's problem).
+def read_uuids(path: str) -> tuple[UUID | None, UUID | None, str | None]:
+    """What a folder search needs of a file: (uuidCreate, uuidLinkage, header problem).
 
-    Only the pre-header is checked: the UUID is given whenever the file has the VDI
-    signature and is long enough to hold it, so that a parent with a damaged header is
-    found (and then refused as corrupt when opened) rather than missed. No lock is
-    taken, and a non-regular file is refused without blocking.
+    Only the pre-header is checked: the UUIDs are given whenever the file has the VDI
+    signature and is long enough to hold them, so that a parent with a damaged header
+    is found (and then refused as corrupt when opened) rather than missed. uuidLinkage
+    is None when nil. No lock is taken, and a non-regular file is refused without
+    blocking. (None, None, problem): not a VDI, or unreadable.
     """
     try:
-        head = read_head(path, _UUID_END)
+        head = read_head(path, _UUIDS_END)
     except StorageError as exc:
-        return None, str(exc)
-    if len(head) == _UUID_END and head[64:72] == _PRE_MAGIC:
-        return UUID(bytes_le=head[_UUID_START:_UUID_END]), None
+        return None, None, str(exc)
+    if len(head) == _UUIDS_END and head[64:72] == _PRE_MAGIC:
+        create, _, linkage = (
+            UUID(bytes_le=head[at : at + 16]) for at in range(_UUID_START, _UUIDS_END, 16)
+        )
+        return create, (None if linkage == _NIL else linkage), None
     try:
         _parse_header(path, head, len(head))  # names what is wrong
     except ImageFormatError as exc:
-        return None, str(exc)
-    return None, f"{path}: header is truncated"
+        return None, None, str(exc)
+    return None, None, f"{path}: header is truncated"
 
 
 def _new_header(

@@ -296,8 +296,52 @@ def test_parent_discovery_reads_a_folders_headers_once(tmp_path, monkeypatch):
     for path in write_chain(write_chain_dir, 300, size=MiB):
         path.rename(tmp_path / f"x{path.name}")
     calls = []
-    real = vdi.read_uuid_create
-    monkeypatch.setattr(vdi, "read_uuid_create", lambda p: calls.append(p) or real(p))
+    real = vdi.read_uuids
+    monkeypatch.setattr(vdi, "read_uuids", lambda p: calls.append(p) or real(p))
     chain = ops.describe(str(paths[-1]))
     assert len(chain) == 800
     assert len(calls) == len(set(calls)) == 1100  # each header of the folder, once
+
+
+# ---- 4: merge --delete never orphans a grandchild ------------------------------------
+
+
+def test_merge_delete_refuses_a_child_with_children_and_changes_nothing(tmp_path, image_cli):
+    base = ops.create_image(str(tmp_path / "base.vdi"), 4 * MiB)
+    (tmp_path / "Snapshots").mkdir()
+    child = ops.create_diff(base, str(tmp_path / "child.vdi"))
+    with open_chain(child) as chain:
+        chain.writev(0, [memoryview(b"\x01" * 512)])
+    grandchild = ops.create_diff(child, str(tmp_path / "Snapshots" / "grandchild.vdi"))
+    before = digest(base, child, grandchild)
+    status, out, err = image_cli("merge", child, "--delete")
+    assert (status, out) == (1, "")
+    assert err.count("\n") == 1 and f"would orphan its differencing image {grandchild}" in err
+    assert digest(base, child, grandchild) == before
+    status, _, _ = image_cli("merge", str(tmp_path / "Snapshots" / "grandchild.vdi"), "--delete")
+    assert status == 0 and not Path(grandchild).exists()
+    status, _, _ = image_cli("merge", child, "--delete")
+    assert status == 0 and not Path(child).exists()
+    with open_chain(base, read_only=True) as chain:
+        buf = bytearray(512)
+        chain.readv(0, [memoryview(buf)])
+    assert buf == b"\x01" * 512
+
+
+# ---- issue 9: a machine's diff is found through the machine's registry ------------------
+
+
+def test_image_commands_find_a_machine_diffs_parent_through_its_registry(tmp_path, image_cli):
+    from emu.storage.vm import Machine
+
+    base = ops.create_image(str(tmp_path / "disk.vdi"), 4 * MiB)  # beside the folder
+    with Machine.create(str(tmp_path / "vm")) as vm:
+        vm.attach(0, base)
+        vm.snapshot_take("s1")
+    (leaf,) = (tmp_path / "vm" / "Snapshots").glob("*.vdi")
+    status, out, _ = image_cli("info", str(leaf))
+    assert status == 0 and f"  {base} (normal" in out
+    status, out, _ = image_cli("check", str(leaf))
+    assert status == 0 and "No errors were found on 2 image(s)." in out
+    status, _, _ = image_cli("convert", str(leaf), str(tmp_path / "flat.img"), "-O", "raw")
+    assert status == 0 and (tmp_path / "flat.img").stat().st_size == 4 * MiB
