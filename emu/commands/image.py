@@ -140,7 +140,11 @@ def _info(args: argparse.Namespace) -> int:
     if len(chain) > 1:
         print("chain (leaf first):")
         for image in chain:
-            print(f"  {image.path} ({image.type}, {_human(image.allocated)} allocated)")
+            corrupt = ", corrupt" if image.corrupt else ""
+            print(f"  {image.path} ({image.type}, {_human(image.allocated)} allocated{corrupt})")
+    for image in chain:
+        if image.corrupt:  # as qemu-img info's "corrupt: true"
+            print(f"corrupt: true: {image.path} (see `ahci-emu image check {args.file}`)")
     return 0
 
 

@@ -71,6 +71,7 @@ class ImageInfo:
     uuid_modify: UUID | None = None
     uuid_linkage: UUID | None = None
     uuid_parent_modify: UUID | None = None
+    corrupt: bool = False  # the block map has problems: ``check`` tells which
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready: UUIDs as strings, absent ones as None."""
@@ -327,6 +328,7 @@ def describe(path: str, *, registry: Mapping[UUID, str] | None = None) -> list[I
                     info.uuid_modify,
                     info.uuid_linkage if info.parent_uuid else None,
                     info.uuid_parent_modify if info.parent_uuid else None,
+                    corrupt=bool(info.corruptions),
                 )
             )
     return infos

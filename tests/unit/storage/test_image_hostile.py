@@ -4,6 +4,7 @@ Regression tests of issue 10 items 5, 7, 8, 9, 12 and 14 on the image stack.
 """
 
 import hashlib
+import json
 import os
 import socket
 import struct
@@ -345,3 +346,22 @@ def test_image_commands_find_a_machine_diffs_parent_through_its_registry(tmp_pat
     assert status == 0 and "No errors were found on 2 image(s)." in out
     status, _, _ = image_cli("convert", str(leaf), str(tmp_path / "flat.img"), "-O", "raw")
     assert status == 0 and (tmp_path / "flat.img").stat().st_size == 4 * MiB
+
+
+# ---- issue 9: info says when a block map is corrupt -------------------------------------
+
+
+def test_info_on_a_sound_header_over_a_corrupt_map_says_corrupt(tmp_path, image_cli):
+    base = Path(ops.create_image(str(tmp_path / "base.vdi"), 4 * MiB))
+    with open_chain(str(base)) as chain:
+        chain.writev(0, [memoryview(b"\x01" * 512)])
+    diff = ops.create_diff(str(base), str(tmp_path / "diff.vdi"))
+    set_entry(base, 3, 0)  # blocks 0 and 3 share slot 0
+    status, out, _ = image_cli("info", diff)
+    assert status == 0
+    assert f"corrupt: true: {base} (see `ahci-emu image check {diff}`)" in out
+    assert f"  {base} (normal, 1 MiB allocated, corrupt)" in out
+    status, out, _ = image_cli("info", diff, "--output", "json")
+    info = json.loads(out)
+    assert [i["corrupt"] for i in info["chain"]] == [False, True]
+    assert image_cli("check", diff)[0] == 2
