@@ -4,25 +4,10 @@ import json
 
 import pytest
 
-from emu import cli
 from emu.storage import ops
 from emu.storage.vm import Machine
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def ahci_emu(monkeypatch, capsys):
-    """Run ``ahci-emu ARGS...``; return (exit status, stdout, stderr)."""
-    if "vm" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "vm"))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        status = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def sector0(folder) -> bytes:
