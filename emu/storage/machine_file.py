@@ -364,10 +364,14 @@ def read_with_bytes(folder: str) -> tuple[MachineConfig, bytes]:
     path = os.path.join(folder, MACHINE_FILE)
     try:
         # O_NONBLOCK: a FIFO put in its place must not hang the open
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise MachineFileError(f"{path}: not a regular file")
-            data = f.read(MAX_SIZE + 1)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_SIZE + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise MachineFileError(f"{folder}: not a machine folder (no {MACHINE_FILE})") from None
     except OSError as exc:
@@ -473,11 +477,12 @@ def _path(value: Any) -> str:
 
 def _port(value: Any) -> int:
     """A port number, as a JSON key (a string of digits) or an integer, 0..PORTS-1."""
+    port = value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 2:
-        value = int(value)
-    if type(value) is not int or not 0 <= value < PORTS:
+        port = int(value)
+    if type(port) is not int or not 0 <= port < PORTS:
         raise ValueError(f"bad port {value!r} (ports are 0..{PORTS - 1})")
-    return value
+    return port
 
 
 def _uuid(value: Any) -> uuid.UUID:
