@@ -196,7 +196,7 @@ class Machine(Closing):
             cfg.current_snapshot = snap.uuid
         return snap.uuid
 
-    def snapshot_restore(self, name: str) -> None:
+    def snapshot_restore(self, name: str) -> UUID:
         """Go back to a snapshot: its attachments, each snapshotted one on a new empty diff.
 
         The current leaves are discarded (their files deleted). Write-through, shareable
@@ -215,9 +215,11 @@ class Machine(Closing):
                     change.new_diff(att.image) if att.type.in_snapshots else att.medium
                 )
             cfg.current_snapshot = snap.uuid
+        return snap.uuid
 
-    def snapshot_delete(self, name: str) -> None:
-        """Remove a snapshot, merging its images so that no other state loses data.
+    def snapshot_delete(self, name: str) -> int:
+        """Remove a snapshot, merging its images so that no other state loses data;
+        return the number of merges.
 
         For each snapshotted attachment, the snapshot's image S (frozen when the
         snapshot was taken) is dealt with as VirtualBox's SessionMachine does:
@@ -240,6 +242,7 @@ class Machine(Closing):
         merges = plan_delete(self._config, snap, self._file_size)
         self._check_writable()
         self._store.delete_snapshot(snap.uuid, merges)
+        return len(merges)
 
     def snapshot_list(self) -> list[SnapshotNode]:
         """The snapshot tree: root snapshots, each with its children, oldest first."""
