@@ -11,6 +11,7 @@ from typing import IO
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, resolve_guest
 from emu.storage.blockdev import BlockDevice
+from emu.storage.ownership import check_output
 
 SCRATCH_DISK_SIZE = 64 << 20
 
@@ -18,7 +19,8 @@ EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
 124 when the guest outlives --timeout, 125 on a stray access under --strict,
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
-130 on Ctrl-C, 1 on any other error (bad guest or disk file, bad option).
+130 on Ctrl-C, 1 on any other error (bad guest or disk file, bad option, a --serial
+or --trace FILE that is an image, locked, or a machine's file: never overwritten).
 """
 
 
@@ -107,6 +109,9 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
         raise EmuError("--timeout must be positive")
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
+    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
+        if path is not None:
+            check_output(path, option)  # after the disks are open: their locks count
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None

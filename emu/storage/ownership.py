@@ -28,7 +28,6 @@ from uuid import UUID
 
 from emu.storage.detect import looks_like_vdi
 from emu.storage.errors import MachineError, StorageError
-from emu.storage.vdi import read_uuid_create
 
 SNAPSHOTS = "Snapshots"
 MACHINE_FILE = "machine.json"
@@ -157,6 +156,8 @@ class MachineFiles:
             return f"a symlink (to {os.path.realpath(path)}), not the machine's own file"
         if not stat.S_ISREG(mode):
             return "not a regular file"
+        from emu.storage.vdi import read_uuid_create  # kept out of check_output's imports
+
         if not partial and read_uuid_create(path) != medium:
             return f"not a VDI with the UUID {medium}"
         return None
