@@ -5,7 +5,7 @@ import json
 import os
 
 from emu.commands.run import EPILOG as RUN_EPILOG
-from emu.commands.run import add_guest_arguments, boot
+from emu.commands.run import add_guest_arguments, boot, fault_plan
 from emu.errors import EmuError
 from emu.guests import resolve_guest
 from emu.storage.media import MediumType
@@ -89,11 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     args.guest = resolve_guest(args.guest)  # a missing guest is refused before the start
+    faults = fault_plan(args)  # a bad spec is refused before the machine starts
     with Machine.open(args.dir) as machine:
         devices = machine.start()
         try:
             ports = max(devices, default=-1) + 1
-            return boot(args, [devices.get(port) for port in range(ports)])
+            return boot(args, [devices.get(port) for port in range(ports)], faults)
         finally:
             machine.stop()
 
