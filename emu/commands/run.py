@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, resolve_guest
 from emu.storage.blockdev import BlockDevice
+from emu.storage.ownership import check_output
 
 if TYPE_CHECKING:
     from emu.faults.plan import FaultPlan
@@ -25,7 +26,8 @@ exit status: the value the guest writes to the debug-exit port 0xF4;
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
 137 when an injected power cut ends the run, 130 on Ctrl-C or SIGTERM,
 2 on a bad option, option value or fault spec, 1 on any other error (bad guest
-or disk file, an output that cannot be written).
+or disk file, an output that cannot be written, a --serial or --trace FILE that
+is an image, locked, or a machine's file).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
 idnf, abrt, df, power-cut; triggers port=N,
@@ -167,6 +169,9 @@ def boot(
     guest = resolve_guest(args.guest, note=_note)
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
+    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
+        if path is not None:
+            check_output(path, option)  # after the disks are open: their locks count
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
