@@ -7,7 +7,7 @@ import sys
 from emu import __version__
 from emu.errors import EmuError
 
-COMMANDS = ("run", "image", "vm")
+COMMANDS = ("run", "image", "vm", "linux")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
