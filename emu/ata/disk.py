@@ -48,6 +48,7 @@ from emu.ata.commands import (
     Command,
 )
 from emu.ata.errors import GOOD, STATUS_GOOD, AtaError
+from emu.ata.faults import DiskFaults
 from emu.ata.identify import (
     DEFAULT_FIRMWARE,
     DEFAULT_MODEL,
@@ -85,6 +86,18 @@ _SECTOR_READS = frozenset(
         Command.READ_FPDMA_QUEUED,
     }
 )
+_SECTOR_WRITES = frozenset(
+    {
+        Command.WRITE_SECTORS,
+        Command.WRITE_SECTORS_EXT,
+        Command.WRITE_MULTIPLE,
+        Command.WRITE_MULTIPLE_EXT,
+        Command.WRITE_DMA,
+        Command.WRITE_DMA_EXT,
+        Command.WRITE_FPDMA_QUEUED,
+    }
+)
+_VERIFIES = frozenset({Command.READ_VERIFY_SECTORS, Command.READ_VERIFY_SECTORS_EXT})
 _DEVICE_LBA = 0x40
 _VERIFY_CHUNK = 64 * 1024
 
@@ -161,7 +174,9 @@ def _log_directory() -> memoryview:
 class AtaDisk:
     """An ATA hard disk of 512-byte sectors on top of a :class:`BlockDevice`.
 
-    ``serial`` defaults to a hash of the medium's identity.
+    ``serial`` defaults to a hash of the medium's identity. ``write_cache`` is the
+    volatile write cache's power-on setting (SET FEATURES 02h/82h switch it).
+    ``faults`` injects the run's "ata" faults (None: the disk never fails on its own).
     """
 
     def __init__(
@@ -171,8 +186,12 @@ class AtaDisk:
         model: str = DEFAULT_MODEL,
         firmware: str = DEFAULT_FIRMWARE,
         serial: str | None = None,
+        write_cache: bool = True,
+        faults: DiskFaults | None = None,
     ) -> None:
         self._dev = dev
+        self._write_cache_default = write_cache
+        self._faults = faults
         self._sectors = dev.size // SECTOR_SIZE
         self._identify = IdentifyData(
             self._sectors,
@@ -187,15 +206,15 @@ class AtaDisk:
     def reset(self) -> None:
         """Return to the power-on settings, as after a COMRESET.
 
-        READ/WRITE MULTIPLE enabled with 16 sectors (QEMU's default), write
-        cache and read look-ahead enabled, Ultra DMA mode 6 selected, and the
-        NCQ Command Error log cleared.
+        READ/WRITE MULTIPLE enabled with 16 sectors (QEMU's default), the write
+        cache as configured (enabled by default), read look-ahead enabled, Ultra
+        DMA mode 6 selected, and the NCQ Command Error log cleared.
         """
         self._multiple = MAX_MULTIPLE
-        self._write_cache = True
+        self._write_cache = self._write_cache_default
         self._look_ahead = True
         self._identify.set_multiple(self._multiple)
-        self._identify.set_cache(write_cache=True, look_ahead=True)
+        self._identify.set_cache(write_cache=self._write_cache, look_ahead=True)
         self._identify.set_dma_mode(mwdma=None, udma=MAX_UDMA_MODE)
         self._ncq_log = memoryview(bytes(SECTOR_SIZE))
 
@@ -209,11 +228,32 @@ class AtaDisk:
     def execute(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         """Run a decoded command with its data buffers (byte memoryviews, in order)."""
         try:
+            if self._faults is not None:
+                self._inject(req, buffers)
             return _COMMANDS[req.taskfile.command].execute(self, req, buffers)
         except AtaError as err:
             if req.tag is not None:
                 self._record_ncq_error(req.tag, err.completion)
             return err.completion
+
+    def _inject(self, req: Request, buffers: Sequence[memoryview]) -> None:
+        """Raise the error an injected fault gives this command, if one fires."""
+        command = req.taskfile.command
+        if command in _SECTOR_READS or command in _VERIFIES:
+            extent, kind = _extent(req.taskfile), "read" if req.nbytes else ""
+        elif command in _SECTOR_WRITES:
+            extent, kind = _extent(req.taskfile), "write"
+        else:
+            extent, kind = (0, 0), ""
+        error = self._faults.inject(req, extent, kind, self._dev, buffers)
+        if error is not None:
+            done = error.completion
+            device = _error_device(req.taskfile, done.lba)
+            raise AtaError(Completion(done.status, done.error, done.lba, done.count, device))
+
+    def flush_cache(self) -> None:
+        """Make what the write cache holds durable (the end of a run does it)."""
+        self._dev.flush()
 
     def read_sources(self, req: Request) -> list[tuple[int, int, str | None]] | None:
         """For a read, which backing image serves each byte range (the medium's

@@ -6,11 +6,14 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, resolve_guest
 from emu.storage.blockdev import BlockDevice
+
+if TYPE_CHECKING:
+    from emu.faults.plan import FaultPlan
 
 SCRATCH_DISK_SIZE = 64 << 20
 
@@ -18,7 +21,13 @@ EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
 124 when the guest outlives --timeout, 125 on a stray access under --strict,
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
-130 on Ctrl-C, 1 on any other error (bad guest or disk file, bad option).
+137 when an injected power cut ends the run, 130 on Ctrl-C,
+2 on a bad option or fault spec, 1 on any other error (bad guest or disk file).
+
+fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
+idnf, abrt, df, power-cut; triggers port=N,
+lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
+The README's "Fault injection" section has the whole vocabulary.
 """
 
 
@@ -85,21 +94,57 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop (exit status 125) at the first access to a port or address that nothing "
         "decodes, instead of answering it as open bus",
     )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. 'media-error:lba=100-107' (repeatable; see below)",
+    )
+    parser.add_argument(
+        "--faults", metavar="FILE", help="inject the faults listed in a TOML or JSON file"
+    )
+    parser.add_argument(
+        "--fault-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of every probabilistic fault trigger and of what a power cut keeps "
+        "(default: 0; the same seed gives the same run)",
+    )
+    parser.add_argument(
+        "--write-cache",
+        choices=("on", "off"),
+        default="on",
+        help="the disks' volatile write cache at power-on (default: on; off: every "
+        "completed write is durable)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="say on stderr each injected fault that fires",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from emu.storage.chain import open_chain
 
+    faults = fault_plan(args)  # a bad spec is refused before any disk is opened
     with contextlib.ExitStack() as stack:
         paths = list(args.disk)
         if args.guest is None and not paths:
             paths.append(scratch_disk(stack))
         disks = [stack.enter_context(open_chain(path)) for path in paths]
-        return boot(args, disks)
+        return boot(args, disks, faults)
 
 
-def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
-    """Run ``args.guest`` with ``disks`` on ports 0, 1, ... (None: an empty port)."""
+def boot(
+    args: argparse.Namespace,
+    disks: Sequence[BlockDevice | None],
+    faults: "FaultPlan | None" = None,
+) -> int:
+    """Run ``args.guest`` with ``disks`` on ports 0, 1, ... (None: an empty port) and
+    ``faults`` injected (from :func:`fault_plan`)."""
     from emu.machine.board import Board, BoardConfig
 
     guest = resolve_guest(args.guest)
@@ -118,15 +163,28 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
                 disks=disks,
                 trace=trace,
                 trace_registers=args.trace_regs,
+                faults=faults,
+                write_cache=args.write_cache == "on",
             )
         )
         board.load(guest, args.append)
         try:
             return board.run(args.timeout) & 0xFF
         finally:
-            for disk in disks:
-                if disk is not None:
-                    disk.flush()  # what the guest wrote survives the run, flushed or not
+            board.flush_disks()  # what the guest wrote survives the run, flushed or not
+
+
+def fault_plan(args: argparse.Namespace) -> "FaultPlan | None":
+    """The faults of ``--fault`` and ``--faults``, or None when there are none."""
+    from emu.faults.plan import FaultPlan
+    from emu.faults.spec import load_faults, parse_fault
+
+    faults = [parse_fault(spec) for spec in args.fault]
+    if args.faults is not None:
+        faults += load_faults(args.faults)
+    if not faults:
+        return None
+    return FaultPlan(faults, args.fault_seed, verbose=args.verbose)
 
 
 def scratch_disk(stack: contextlib.ExitStack) -> str:

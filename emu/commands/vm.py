@@ -4,7 +4,7 @@ import argparse
 import json
 
 from emu.commands.run import EPILOG as RUN_EPILOG
-from emu.commands.run import add_guest_arguments, boot
+from emu.commands.run import add_guest_arguments, boot, fault_plan
 from emu.errors import EmuError
 from emu.storage.media import MediumType
 from emu.storage.vm import Machine, SnapshotNode
@@ -86,11 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    faults = fault_plan(args)  # a bad spec is refused before the machine starts
     with Machine.open(args.dir) as machine:
         devices = machine.start()
         try:
             ports = max(devices, default=-1) + 1
-            return boot(args, [devices.get(port) for port in range(ports)])
+            return boot(args, [devices.get(port) for port in range(ports)], faults)
         finally:
             machine.stop()
 

@@ -170,6 +170,9 @@ class Rig:
         memory: int | None = None,
         backend: str | None = None,
         report_checks: bool = True,
+        faults: Sequence[str] = (),
+        fault_seed: int | None = None,
+        write_cache: bool | None = None,
     ) -> GuestRun:
         """Boot ``guest`` (a built-in name like ``"gen"``, or an ELF path) with ``disks``
         on ports 0, 1, ... as ``ahci-emu run GUEST --disk ...`` does.
@@ -179,7 +182,12 @@ class Rig:
         ``backend`` overrides the rig's for this run (e.g. ``"emu"`` to prepare
         disks in a test that also runs under the oracle). ``report_checks=False``
         keeps the run's checks out of the test's report (``on_run`` is not called),
-        for runs meant to fail checks."""
+        for runs meant to fail checks.
+
+        ``faults`` are fault specs (``["media-error:lba=100-107"]``, as ``--fault``),
+        ``fault_seed`` their ``--fault-seed``, ``write_cache`` the disks' write cache
+        at power-on (``--write-cache``); the faults that fired are
+        :attr:`GuestRun.faults_fired`."""
         paths = [self.path(d) for d in disks]
         return self._boot(
             ["run"],
@@ -187,7 +195,18 @@ class Rig:
             ["--disk=" + str(p) for p in paths],
             paths,
             None,
-            _Options(ops, append, timeout, trace, memory, backend, report_checks),
+            _Options(
+                ops,
+                append,
+                timeout,
+                trace,
+                memory,
+                backend,
+                report_checks,
+                tuple(faults),
+                fault_seed,
+                write_cache,
+            ),
         )
 
     def cli(
@@ -229,7 +248,7 @@ class Rig:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         timeout = opt.timeout or self.timeout
-        trace, memory, append = opt.trace, opt.memory, opt.append
+        trace, memory, append = opt.traced, opt.memory, opt.append
         if opt.ops is not None:
             ops = opt.ops if isinstance(opt.ops, str) else ",".join(opt.ops)
             append = f"ops={ops} {append}".strip()
@@ -237,6 +256,8 @@ class Rig:
         name = Path(guest_file).stem
         rundir = self._rundir(name)
         if backend == "qemu":
+            if opt.emu_arguments():
+                raise ValueError("faults and the write cache setting are ahci-emu's only")
             run = _run_qemu(guest_file, append, disks, vm, rundir, timeout)
         else:
             serial, trace_file = rundir / "serial.txt", rundir / "trace.jsonl"
@@ -253,6 +274,7 @@ class Rig:
                 argv.append(f"--memory={memory}")
             if trace:
                 argv.append(f"--trace={trace_file}")
+            argv += opt.emu_arguments()
             started = time.perf_counter()
             if self.runner == "inprocess":
                 code, stderr = _run_inprocess(argv)
@@ -366,6 +388,9 @@ class Vm:
         memory: int | None = None,
         backend: str | None = None,
         report_checks: bool = True,
+        faults: Sequence[str] = (),
+        fault_seed: int | None = None,
+        write_cache: bool | None = None,
     ) -> GuestRun:
         """Start the machine and boot ``guest`` on its disks (``ahci-emu vm run DIR``);
         the options are :meth:`Rig.run`'s."""
@@ -375,7 +400,18 @@ class Vm:
             [],
             [self.folder],
             self,
-            _Options(ops, append, timeout, trace, memory, backend, report_checks),
+            _Options(
+                ops,
+                append,
+                timeout,
+                trace,
+                memory,
+                backend,
+                report_checks,
+                tuple(faults),
+                fault_seed,
+                write_cache,
+            ),
         )
 
 
@@ -390,6 +426,25 @@ class _Options:
     memory: int | None
     backend: str | None
     report_checks: bool
+    faults: tuple[str, ...] = ()
+    fault_seed: int | None = None
+    write_cache: bool | None = None
+
+    def emu_arguments(self) -> list[str]:
+        """The ``ahci-emu`` options for faults and the write cache."""
+        args = [f"--fault={spec}" for spec in self.faults]
+        if self.faults:
+            args.append("--verbose")
+        if self.fault_seed is not None:
+            args.append(f"--fault-seed={self.fault_seed}")
+        if self.write_cache is not None:
+            args.append(f"--write-cache={'on' if self.write_cache else 'off'}")
+        return args
+
+    @property
+    def traced(self) -> bool:
+        """Faults are reported through the trace, so a run with faults is traced."""
+        return self.trace or bool(self.faults)
 
 
 # ---- running ahci-emu -----------------------------------------------------------------

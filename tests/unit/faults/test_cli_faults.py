@@ -1,0 +1,55 @@
+"""``--fault``, ``--faults``, ``--fault-seed`` and ``--verbose`` as a user meets them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def ahci_emu(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emu.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", [["run"], ["vm", "run", "no-such-machine"]])
+def test_a_bad_spec_is_one_line_and_exit_2_before_anything_opens(command):
+    proc = ahci_emu(*command, "--fault", "media-error:lba=7-3")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "ahci-emu: error: fault 'media-error:lba=7-3': lba range '7-3' ends before it starts\n"
+    )
+    assert proc.stdout == ""
+
+
+def test_a_bad_fault_file_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "faults.toml"
+    path.write_text("faults = [\n")
+    proc = ahci_emu("run", "--faults", str(path))
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith(f"ahci-emu: error: {path}: not valid TOML")
+
+
+def test_verbose_names_each_fault_that_fires(tmp_path):
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(1 << 20))
+    faults = tmp_path / "f.json"
+    faults.write_text('["abrt:opcode=flush,nth=1"]')
+    proc = ahci_emu(
+        "run", "gen", "--disk", str(disk), "--append", "ops=write:0:8:1",
+        "--faults", str(faults), "--verbose",
+    )  # fmt: skip
+    assert proc.returncode == 1  # the guest's one failed check
+    assert "not ok 2 - port 0 write lba 0..7 generation 1" in proc.stdout
+    assert proc.stderr == (
+        "ahci-emu: fault: abrt:opcode=flush,nth=1: port 0, opcode 0xea, lba 0, count 0\n"
+    )
