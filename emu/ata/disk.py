@@ -124,6 +124,12 @@ def _extent(tf: TaskFile) -> tuple[int, int]:
     return tf.lba, tf.count or 0x10000
 
 
+def transfers_data(tf: TaskFile) -> bool:
+    """Does ``tf``'s command move data (so its PRDT must describe some)?"""
+    entry = _COMMANDS.get(tf.command)
+    return entry is not None and entry.protocol not in (Protocol.NON_DATA, Protocol.DIAGNOSTIC)
+
+
 def _error_device(tf: TaskFile, lba: int) -> int:
     """The DEVICE field of an error completion: LBA(27:24) in bits 3:0 for 28-bit commands."""
     if tf.command in _LBA28_COMMANDS:

@@ -19,7 +19,8 @@ SCRATCH_DISK_SIZE = 64 << 20
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
-124 when the guest outlives --timeout, 125 on a stray access under --strict,
+124 when the guest outlives --timeout, 125 on a stray access under --strict
+or a violation under --sanitize=strict,
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
 137 when an injected power cut ends the run, 130 on Ctrl-C,
 2 on a bad option or fault spec, 1 on any other error (bad guest or disk file).
@@ -120,6 +121,15 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "completed write is durable)",
     )
     parser.add_argument(
+        "--sanitize",
+        nargs="?",
+        const="report",
+        choices=("report", "strict"),
+        metavar="strict",
+        help="report each AHCI rule the guest's driver breaks (once per rule and port); "
+        "--sanitize=strict stops at the first (exit status 125)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="say on stderr each injected fault that fires",
@@ -165,6 +175,7 @@ def boot(
                 trace_registers=args.trace_regs,
                 faults=faults,
                 write_cache=args.write_cache == "on",
+                sanitize=args.sanitize,
             )
         )
         board.load(guest, args.append)
