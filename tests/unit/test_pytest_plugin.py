@@ -405,3 +405,15 @@ def test_sanitize_marker_and_faults(tmp_path):
     result = pytest_in(tmp_path, "-q", "test_sanitized.py")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_readme_quotes_the_faults_example_and_lists_every_sanitizer_rule():
+    from emu.sanitizer.rules import RULES
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / "tests" / "scenarios" / "test_readme_faults_example.py").read_text()
+    section = readme.split("## Faults and the driver sanitizer", 1)[1].split("\n## ", 1)[0]
+    assert f"```python\n{example}```\n" in section
+    for rule in RULES.values():
+        assert f"| `{rule.name}` | {rule.section} | {rule.summary} |" in section, rule.name
