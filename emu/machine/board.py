@@ -8,16 +8,14 @@ from typing import BinaryIO, TextIO
 from unicorn import (
     UC_ARCH_X86,
     UC_ERR_EXCEPTION,
+    UC_ERR_FETCH_UNMAPPED,
     UC_ERR_INSN_INVALID,
     UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_FETCH_UNMAPPED,
-    UC_HOOK_MEM_READ_UNMAPPED,
-    UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_HOOK_TLB_FILL,
     UC_MEM_FETCH,
-    UC_MEM_WRITE_UNMAPPED,
+    UC_MEM_WRITE,
     UC_MODE_32,
     UC_PROT_ALL,
     UC_PROT_READ,
@@ -116,7 +114,11 @@ class Board:
         self.memory = GuestMemory(config.memory_mib << 20)
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
         uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.host_address)
-        # The virtual TLB with an identity fill skips Unicorn's slow store path (DESIGN.md).
+        # Guest RAM stores stay on Unicorn's fast path only with the virtual TLB, data pages
+        # filled without execute permission, and no UC_HOOK_MEM_*_UNMAPPED hook at all (any
+        # one of them sends every RAM store through helper_ret_st*_mmu / notdirty_write;
+        # measured in bench/profiling.py's `perf` mode). So the TLB fill is also where
+        # accesses beyond RAM are decoded: open bus pages, and jumps to nowhere.
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
@@ -152,8 +154,6 @@ class Board:
 
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._unmapped)
-        uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._fetch_unmapped)
         uc.hook_add(UC_HOOK_INTR, self._exception)
 
     def _attach_ahci(self, config: BoardConfig) -> None:
@@ -273,6 +273,9 @@ class Board:
                 return False
         else:
             paddr = vaddr & ~(PAGE_SIZE - 1)
+        if access != UC_MEM_FETCH and paddr >= self.memory.size and not self.mmio.decodes(paddr):
+            # (a fetch there ends the run as UC_ERR_FETCH_UNMAPPED; see _describe)
+            self.mmio.open_bus(paddr | (vaddr & (PAGE_SIZE - 1)), access == UC_MEM_WRITE)
         entry.paddr = paddr
         # Only pages the guest executes from are mapped executable (DESIGN.md).
         entry.perms = UC_PROT_ALL if access == UC_MEM_FETCH else UC_PROT_READ | UC_PROT_WRITE
@@ -283,14 +286,6 @@ class Board:
 
     def _port_out(self, _uc, port: int, size: int, value: int, _ud) -> None:
         self.ports.write(port, size, value)
-
-    def _unmapped(self, _uc, access: int, address: int, _size: int, _value: int, _ud) -> bool:
-        return self.mmio.open_bus(address, access == UC_MEM_WRITE_UNMAPPED)
-
-    def _fetch_unmapped(self, uc, _access: int, address: int, *_args) -> bool:
-        self._fault = f"guest jumped to 0x{address:08x}, where nothing executable is mapped"
-        uc.emu_stop()
-        return False
 
     def _exception(self, uc, vector: int, _ud) -> None:
         name = EXCEPTION_NAMES.get(vector, "software interrupt" if vector >= 32 else "reserved")
@@ -425,6 +420,8 @@ class Board:
     def _describe(self, exc: UcError) -> str:
         if exc.errno == UC_ERR_INSN_INVALID:
             return f"unhandled CPU exception: vector 6 (#UD) at EIP=0x{self.eip():08x}"
+        if exc.errno == UC_ERR_FETCH_UNMAPPED:
+            return f"guest jumped to 0x{self.eip():08x}, where nothing executable is mapped"
         if exc.errno == UC_ERR_EXCEPTION:
             return f"unhandled CPU exception at EIP=0x{self.eip():08x}"
         return f"CPU stopped: {exc} at EIP=0x{self.eip():08x}"

@@ -229,8 +229,14 @@ class MmioBus:
         """The store was stepped over (or never came back): drop no later write."""
         self._replay = None
 
+    def decodes(self, page: int) -> bool:
+        """Whether a region or an open-bus page answers at physical ``page``."""
+        return page in self._open_pages or any(
+            r.base is not None and r.base <= page < r.base + r.size for r in self._regions
+        )
+
     def open_bus(self, address: int, is_write: bool) -> bool:
-        """Decode an access nothing claims: map the page as open bus and let it retry."""
+        """Decode an access nothing claims: map its page as open bus (reported once)."""
         page = address & ~(PAGE_SIZE - 1)
         kind = "store to" if is_write else "load from"
         self._reporter.stray(f"{kind} physical address 0x{address:08x}")
