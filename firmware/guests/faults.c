@@ -196,6 +196,9 @@ static void unplug(void)
     check_ok(ahci_port_read(p, PX_SERR) & SERR_DIAG_N, "unplug: PxSERR.DIAG.N");
     check_eq(SSTS_DET(ahci_port_read(p, PX_SSTS)), 0, "unplug: PxSSTS.DET 0");
     ahci_port_write(p, PX_SERR, SERR_DIAG_N); /* PRCS follows DIAG.N */
+    loops = ahci_hba.loops; /* the device comes back in its own time: wait for COMINIT */
+    while (SSTS_DET(ahci_port_read(p, PX_SSTS)) != SSTS_DET_PRESENT && loops--)
+        cpu_relax();
     int rc = ahci_port_wait_ready(p, ahci_hba.loops);
     check(rc == AHCI_OK, "re-plug: the device is back (PxSSTS.DET 3, not busy)", "%s",
           ahci_strerror(rc));
