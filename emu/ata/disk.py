@@ -30,6 +30,7 @@ Bytes beyond ``nbytes`` are never touched.
 """
 
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -61,7 +62,7 @@ from emu.ata.identify import (
 )
 from emu.ata.taskfile import STATUS_DRDY, Completion, Protocol, Request, TaskFile
 from emu.storage.blockdev import SECTOR_SIZE, BlockDevice
-from emu.storage.errors import StorageError
+from emu.storage.errors import MediumError, StorageError
 
 _LBA28_COMMANDS = frozenset(
     {
@@ -215,6 +216,7 @@ class AtaDisk:
         )
         self._log_directory = _log_directory()
         self._scratch = memoryview(bytearray(_VERIFY_CHUNK))
+        self._host_failures: set[str] = set()  # kinds of host write failures reported
         self.reset()
 
     def reset(self) -> None:
@@ -355,7 +357,8 @@ class AtaDisk:
                 self._dev.writev(lba * SECTOR_SIZE, buffers)
             if write_through:
                 self._dev.flush()
-        except StorageError:
+        except StorageError as exc:
+            self._say_host_failure(exc)
             raise AtaError.abrt(lba, _error_device(tf, lba)) from None
         return GOOD
 
@@ -401,7 +404,8 @@ class AtaDisk:
         for start, end in ranges:
             try:
                 self._dev.discard(start * SECTOR_SIZE, (end - start) * SECTOR_SIZE)
-            except StorageError:
+            except StorageError as exc:
+                self._say_host_failure(exc)
                 raise AtaError.abrt(start) from None
         return GOOD
 
@@ -412,8 +416,19 @@ class AtaDisk:
     def _flush(self) -> None:
         try:
             self._dev.flush()
-        except StorageError:
+        except StorageError as exc:
+            self._say_host_failure(exc)
             raise AtaError.abrt() from None
+
+    def _say_host_failure(self, exc: StorageError) -> None:
+        """A write the host failed (disk full, EIO, ...) is ABRT to the guest and one line
+        on stderr naming the file, once per disk and kind of failure; a refusal by
+        design (a read-only medium) is the guest's business and says nothing."""
+        if isinstance(exc, MediumError):
+            kind = str(exc).rpartition(": ")[2]
+            if kind not in self._host_failures:
+                self._host_failures.add(kind)
+                print(f"ahci-emu: warning: a guest write failed: {exc}", file=sys.stderr)
 
     def _execute_set_features(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile

@@ -195,7 +195,8 @@ def test_refusals_and_timeouts_come_back_as_exit_codes(tmp_path, runner):
 
 
 def test_an_emulator_exception_in_process_is_a_failed_run(tmp_path, monkeypatch):
-    """As the command would: exit 1 and the traceback on stderr, not an escaped exception."""
+    """As the command would: exit 70 (internal error) and one line naming the exception and
+    where it was raised, not an escaped exception."""
     import emu.commands.run
 
     def broken(args):
@@ -203,8 +204,9 @@ def test_an_emulator_exception_in_process_is_a_failed_run(tmp_path, monkeypatch)
 
     monkeypatch.setattr(emu.commands.run, "run", broken)
     run = Rig(tmp_path).run("gen", report_checks=False)
-    assert run.exit_code == 1
-    assert "ValueError: emulator bug" in run.stderr and "Traceback" in run.stderr
+    assert run.exit_code == 70
+    assert run.stderr.startswith("ahci-emu: error: internal error: ValueError: emulator bug (at ")
+    assert run.stderr.count("\n") == 1
 
 
 # ---- the plugin, as pytest runs it ----------------------------------------------------
