@@ -125,6 +125,20 @@ def _extent(tf: TaskFile) -> tuple[int, int]:
     return tf.lba, tf.count or 0x10000
 
 
+def sector_range(tf: TaskFile) -> tuple[int, int]:
+    """(first LBA, sectors) a read, verify or write addresses; (0, 0) for other commands."""
+    command = tf.command
+    if command in _SECTOR_READS or command in _VERIFIES or command in _SECTOR_WRITES:
+        return _extent(tf)
+    return 0, 0
+
+
+def transfers_data(tf: TaskFile) -> bool:
+    """Does ``tf``'s command move data (so its PRDT must describe some)?"""
+    entry = _COMMANDS.get(tf.command)
+    return entry is not None and entry.protocol not in (Protocol.NON_DATA, Protocol.DIAGNOSTIC)
+
+
 def _error_device(tf: TaskFile, lba: int) -> int:
     """The DEVICE field of an error completion: LBA(27:24) in bits 3:0 for 28-bit commands."""
     if tf.command in _LBA28_COMMANDS:
@@ -241,13 +255,13 @@ class AtaDisk:
     def _inject(self, req: Request, buffers: Sequence[memoryview]) -> None:
         """Raise the error an injected fault gives this command, if one fires."""
         command = req.taskfile.command
-        if command in _SECTOR_READS or command in _VERIFIES:
-            extent, kind = _extent(req.taskfile), "read" if req.nbytes else ""
-        elif command in _SECTOR_WRITES:
-            extent, kind = _extent(req.taskfile), "write"
+        if command in _SECTOR_WRITES:
+            kind = "write"
+        elif command in _SECTOR_READS:
+            kind = "read"
         else:
-            extent, kind = (0, 0), ""
-        error = self._faults.inject(req, extent, kind, self._dev, buffers)
+            kind = ""  # verify moves no data; other commands address no sectors
+        error = self._faults.inject(req, sector_range(req.taskfile), kind, self._dev, buffers)
         if error is not None:
             done = error.completion
             device = _error_device(req.taskfile, done.lba)

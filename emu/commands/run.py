@@ -22,7 +22,8 @@ MAX_TIMEOUT = 1_000_000.0  # seconds (11.6 days): any longer is a typo, not a bu
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
-124 when the guest outlives --timeout, 125 on a stray access under --strict,
+124 when the guest outlives --timeout, 125 on a stray access under --strict
+or a violation under --sanitize=strict,
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
 137 when an injected power cut ends the run, 130 on Ctrl-C or SIGTERM,
 2 on a bad option, option value or fault spec, 1 on any other error (bad guest
@@ -126,6 +127,15 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "completed write is durable)",
     )
     parser.add_argument(
+        "--sanitize",
+        nargs="?",
+        const="report",
+        choices=("report", "strict"),
+        metavar="strict",
+        help="report each AHCI rule the guest's driver breaks (once per rule and port); "
+        "--sanitize=strict stops at the first (exit status 125)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="say on stderr each injected fault that fires",
@@ -185,6 +195,7 @@ def boot(
                 trace_registers=args.trace_regs,
                 faults=faults,
                 write_cache=args.write_cache == "on",
+                sanitize=args.sanitize,
             )
         )
         board.load(guest, args.append)
