@@ -2,7 +2,7 @@
 
 import struct
 
-from emu.ahci.dma import HostBusError, HostMemory
+from emu.machine.memory import HostBusError, HostMemory
 
 HEADER_SIZE = 32
 CFIS_OFFSET = 0x00

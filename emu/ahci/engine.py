@@ -23,7 +23,6 @@ from emu.ahci.cmdtable import (
     read_header,
     write_prdbc,
 )
-from emu.ahci.dma import HostBusError, HostMemory
 from emu.ata.errors import GOOD, AtaError
 from emu.ata.taskfile import (
     STATUS_BSY,
@@ -33,6 +32,7 @@ from emu.ata.taskfile import (
     Protocol,
     Request,
 )
+from emu.machine.memory import HostBusError, HostMemory
 
 if TYPE_CHECKING:
     from collections.abc import Callable

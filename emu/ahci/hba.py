@@ -4,8 +4,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from emu.ahci import regs
-from emu.ahci.dma import HostMemory
 from emu.ahci.port import AhciPort
+from emu.machine.memory import HostMemory
 
 if TYPE_CHECKING:
     from emu.ahci.trace import Tracer

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emu.ahci import fis, regs
-from emu.ahci.dma import HostBusError, HostMemory
 from emu.ahci.engine import CommandEngine, Fis
 from emu.ata.taskfile import STATUS_DRDY, STATUS_DSC, Completion
+from emu.machine.memory import HostBusError, HostMemory
 
 if TYPE_CHECKING:
     from emu.ahci.observer import PortObserver

@@ -42,21 +42,21 @@ from unicorn.x86_const import (
     UC_X86_REG_SS,
 )
 
-from emu.ahci.hba import AhciHba
 from emu.ahci.trace import Tracer
 from emu.ata.cache import VolatileCache
 from emu.ata.disk import AtaDisk
 from emu.ata.faults import DiskFaults
 from emu.faults.plan import FaultPlan
 from emu.machine import apic, debugexit, ioapic, uart
+from emu.machine.ahci_pci import AhciFunction
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
 from emu.machine.interrupts import HLT_OPCODE, deliver
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 from emu.machine.pagewalk import translate
-from emu.machine.pci import COMMAND, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
-from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
+from emu.machine.pci import PciHost
+from emu.machine.q35 import attach_chipset
 from emu.machine.watchdog import Watchdog
 from emu.sanitizer.checker import Sanitizer
 from emu.storage.blockdev import BlockDevice
@@ -89,8 +89,6 @@ EXCEPTION_NAMES = {
 
 Q35_PORTS = 6
 AHCI_GSI = 16  # 00:1f.2 INTA -> PIRQA -> I/O APIC input 16 on q35
-IDP_INDEX = 0x10  # AHCI index/data pair within BAR4 (ICH9)
-IDP_DATA = 0x14
 
 
 @dataclass
@@ -167,33 +165,23 @@ class Board:
             for port, dev in enumerate(config.disks)
         ]
         disks = self.disks + [None] * (max(Q35_PORTS, len(self.disks)) - len(self.disks))
-        self.hba = AhciHba(
+        self.ahci = AhciFunction(
             self.memory,
             disks,
-            self._ahci_interrupt,
-            lambda: bool(self.ahci_pci.config[COMMAND] & COMMAND_BUS_MASTER),
+            self._msi,
+            lambda level: self.ioapic.set_line(AHCI_GSI, level),
             tracer,
-            intx=self._ahci_intx,
         )
+        self.hba = self.ahci.hba
         self.sanitizer: Sanitizer | None = None
-        self._abar_write = self.hba.write
         if config.sanitize is not None:
             self.sanitizer = Sanitizer(
                 self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
             )
             if tracer is not None:
                 self.sanitizer.listeners.append(tracer._emit)
-            self._abar_write = self.sanitizer.watch(self.hba.write)
-        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self._abar_write)
-        self.mmio.add(abar, None)
-        self._idp_base: int | None = None
-        self._idp_index = 0
-        self.ahci_pci = ahci_function(
-            Bar(ABAR_SIZE, on_move=lambda b: self.mmio.move(abar, b)),
-            Bar(IDP_SIZE, io=True, on_move=self._move_idp),
-        )
-        self.pci.attach(31, 2, self.ahci_pci)
-        self.ahci_pci.update_decoding()
+            self.ahci.write = self.sanitizer.watch(self.hba.write)
+        self.ahci.attach(self.pci, self.mmio, self.ports)
 
     @staticmethod
     def _disk(config: BoardConfig, port: int, dev: BlockDevice) -> AtaDisk:
@@ -216,42 +204,10 @@ class Board:
             if disk is not None:
                 disk.flush_cache()
 
-    def _move_idp(self, base: int | None) -> None:
-        if self._idp_base is not None:
-            self.ports.unregister(self._idp_base, IDP_SIZE)
-        self._idp_base = base
-        if base is not None:
-            self.ports.register(base, IDP_SIZE, self._idp_read, self._idp_write)
-
-    def _idp_read(self, offset: int, size: int) -> int:
-        if offset == IDP_INDEX:
-            return self._idp_index
-        if offset == IDP_DATA:
-            return self.hba.read(self._idp_index, size)
-        return 0
-
-    def _idp_write(self, offset: int, size: int, value: int) -> None:
-        if offset == IDP_INDEX:
-            self._idp_index = value & 0xFFC
-        elif offset == IDP_DATA:
-            self._abar_write(self._idp_index, size, value)
-
-    def _ahci_interrupt(self) -> None:
-        """The HBA raised an interrupt: an MSI to the local APIC when MSI is enabled."""
-        target = msi_target(self.ahci_pci)
-        if target is None or not self.ahci_pci.command & COMMAND_BUS_MASTER:
-            return
-        address, data = target
+    def _msi(self, address: int, data: int) -> None:
+        """A message signalled interrupt: q35 delivers writes to FEEx_xxxx to the local APIC."""
         if address & 0xFFF00000 == apic.BASE:
             self._accept_interrupt(data & 0xFF, False)
-
-    def _ahci_intx(self, level: bool) -> None:
-        """The HBA's INTA level, which q35 routes (PIRQA) to I/O APIC input 16; a function
-        with MSI enabled or INTx disabled in its command register keeps it deasserted."""
-        quiet = msi_target(self.ahci_pci) is not None or (
-            self.ahci_pci.command & COMMAND_INTX_DISABLE
-        )
-        self.ioapic.set_line(AHCI_GSI, level and not quiet)
 
     def _accept_interrupt(self, vector: int, level: bool) -> None:
         self.apic.accept(vector, level)

@@ -15,9 +15,8 @@ from unicorn.x86_const import (
     UC_X86_REG_IDTR,
 )
 
-from emu.ahci.dma import HostBusError
 from emu.machine.errors import GuestFault
-from emu.machine.memory import GuestMemory
+from emu.machine.memory import GuestMemory, HostBusError
 
 HLT_OPCODE = 0xF4
 GATE_INTERRUPT_32 = 0xE

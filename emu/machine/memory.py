@@ -2,13 +2,27 @@
 
 import ctypes
 import mmap
+from typing import Protocol
 
-from emu.ahci.dma import HostBusError
 from emu.machine.errors import MachineError
 
 PAGE_SIZE = 0x1000
 # RAM is contiguous from 0 and must stay below q35's PCI hole (MMCONFIG at 0xB0000000).
 MAX_RAM = 0xB0000000
+
+
+class HostBusError(Exception):
+    """A DMA address is not backed by RAM: a bus master gets a host bus error (the AHCI
+    HBA reports a host bus fatal error)."""
+
+
+class HostMemory(Protocol):
+    """What a bus-mastering device needs of host memory."""
+
+    mem: memoryview  # all of RAM, from guest-physical address 0
+
+    def view(self, address: int, length: int) -> memoryview:
+        """Writable view of [address, address+length); HostBusError if not RAM."""
 
 
 class GuestMemory:

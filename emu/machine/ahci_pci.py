@@ -1,0 +1,164 @@
+"""00:1f.2, q35's AHCI controller as a PCI function: configuration space, the HBA behind
+BAR5 (ABAR) and the index/data pair in BAR4, bus mastering, and MSI or INTx.
+
+The configuration space holds what SeaBIOS leaves on QEMU 7.2's q35
+(tests/oracle/q35_reference.txt) plus what ICH9 has and QEMU lacks
+(tests/oracle/differences.toml).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from emu.ahci.hba import AhciHba
+from emu.machine.bus import MmioBus, MmioRegion, PortBus, WriteFn
+from emu.machine.memory import GuestMemory
+from emu.machine.pci import (
+    CAP_ID_MSI,
+    CAP_ID_SATA,
+    COMMAND_BUS_MASTER,
+    COMMAND_INTX_DISABLE,
+    Bar,
+    PciFunction,
+    PciHost,
+)
+from emu.machine.q35 import (
+    FIRMWARE_COMMAND,
+    FIRMWARE_IRQ_LINE,
+    INTEL,
+    MULTIFUNCTION,
+    QEMU_SUBSYSTEM,
+)
+
+if TYPE_CHECKING:
+    from emu.ahci.trace import Tracer
+    from emu.ata.disk import AtaDisk
+
+DEVICE, FUNCTION = 31, 2
+ABAR_ADDRESS = 0xFEBFF000
+ABAR_SIZE = 0x1000
+IDP_ADDRESS = 0xC040  # AHCI index/data pair (BAR4)
+IDP_SIZE = 0x20
+IDP_INDEX = 0x10  # the pair's registers within BAR4 (ICH9)
+IDP_DATA = 0x14
+MSI_OFFSET = 0x80
+SATA_CAP_OFFSET = 0xA8
+
+
+def ahci_config(abar: Bar, idp: Bar) -> PciFunction:
+    """00:1f.2's configuration space: BAR4 index/data pair, BAR5 ABAR, MSI and SATA caps."""
+    fn = PciFunction(
+        INTEL,
+        0x2922,
+        0x010601,
+        revision=0x02,
+        subsystem=QEMU_SUBSYSTEM,
+        header_type=MULTIFUNCTION,
+        command=FIRMWARE_COMMAND | COMMAND_BUS_MASTER,
+        interrupt_pin=1,
+        interrupt_line=FIRMWARE_IRQ_LINE,
+    )
+    fn.add_bar(4, idp, IDP_ADDRESS)
+    fn.add_bar(5, abar, ABAR_ADDRESS)
+    # MSI, 64-bit capable, one vector: control, address low/high, data (PCI 3.0, 6.8.1).
+    fn.add_capability(
+        CAP_ID_MSI,
+        bytes.fromhex("8000000000000000000000000000"),
+        wmask=bytes.fromhex("0100fcffffffffffffffffff"),
+        offset=MSI_OFFSET,
+    )
+    fn.preset({0x90: b"\x40"})  # ICH9 port mapping register, as firmware leaves it
+    # SATA capability 1.0: index/data pair in BAR4 at offset 10h (SATACR1 = 0048h).
+    fn.add_capability(CAP_ID_SATA, bytes.fromhex("100048000000"), offset=SATA_CAP_OFFSET)
+    return fn
+
+
+def msi_target(fn: PciFunction) -> tuple[int, int] | None:
+    """(address, data) of an enabled MSI capability, or None when MSI is off."""
+    control = fn.u16(MSI_OFFSET + 2)
+    if not control & 1:
+        return None
+    address = fn.u32(MSI_OFFSET + 4) | fn.u32(MSI_OFFSET + 8) << 32
+    return address, fn.u16(MSI_OFFSET + 12)
+
+
+class AhciFunction:
+    """The controller on the buses: ``msi(address, data)`` is called for each message it
+    signals, ``intx(level)`` when its INTA line changes."""
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        disks: "Sequence[AtaDisk | None]",
+        msi: Callable[[int, int], None],
+        intx: Callable[[bool], None],
+        tracer: "Tracer | None" = None,
+    ) -> None:
+        self._msi = msi
+        self._intx_line = intx
+        self._abar: MmioRegion | None = None
+        self._mmio: MmioBus | None = None
+        self._ports: PortBus | None = None
+        self._idp_base: int | None = None
+        self._idp_index = 0
+        self.config = ahci_config(
+            Bar(ABAR_SIZE, on_move=self._move_abar), Bar(IDP_SIZE, io=True, on_move=self._move_idp)
+        )
+        self.hba = AhciHba(memory, disks, self._interrupt, self.bus_master, tracer, intx=self._intx)
+        # What guest writes to the HBA's registers (ABAR or the data port) go through; a
+        # checker of the guest's driver wraps it before the function is attached.
+        self.write: WriteFn = self.hba.write
+
+    def attach(self, pci: PciHost, mmio: MmioBus, ports: PortBus) -> None:
+        """Plug in at 00:1f.2; the BARs decode where firmware left them."""
+        self._mmio, self._ports = mmio, ports
+        self._abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.write)
+        mmio.add(self._abar, None)
+        pci.attach(DEVICE, FUNCTION, self.config)
+        self.config.update_decoding()
+
+    def bus_master(self) -> bool:
+        """May the function master the bus (DMA, and MSI, which is a memory write)?"""
+        return bool(self.config.command & COMMAND_BUS_MASTER)
+
+    # -- BARs --------------------------------------------------------------------
+
+    def _move_abar(self, base: int | None) -> None:
+        if self._abar is not None:
+            self._mmio.move(self._abar, base)
+
+    def _move_idp(self, base: int | None) -> None:
+        if self._ports is None:
+            return
+        if self._idp_base is not None:
+            self._ports.unregister(self._idp_base, IDP_SIZE)
+        self._idp_base = base
+        if base is not None:
+            self._ports.register(base, IDP_SIZE, self._idp_read, self._idp_write)
+
+    def _idp_read(self, offset: int, size: int) -> int:
+        if offset == IDP_INDEX:
+            return self._idp_index
+        if offset == IDP_DATA:
+            return self.hba.read(self._idp_index, size)
+        return 0
+
+    def _idp_write(self, offset: int, size: int, value: int) -> None:
+        if offset == IDP_INDEX:
+            self._idp_index = value & 0xFFC
+        elif offset == IDP_DATA:
+            self.write(self._idp_index, size, value)
+
+    # -- interrupts -----------------------------------------------------------------
+
+    def _interrupt(self) -> None:
+        """The HBA raised an interrupt: a message when MSI is on and the function may
+        master the bus."""
+        target = msi_target(self.config)
+        if target is not None and self.bus_master():
+            self._msi(*target)
+
+    def _intx(self, level: bool) -> None:
+        """The HBA's INTA level; a function with MSI enabled or INTx disabled in its
+        command register keeps it deasserted."""
+        quiet = msi_target(self.config) is not None or (self.config.command & COMMAND_INTX_DISABLE)
+        self._intx_line(level and not quiet)
