@@ -60,6 +60,7 @@ _D2H_QUIET = Fis.D2H_QUIET
 _SDB = Fis.SDB
 _IS_DHRS = regs.IS_DHRS
 _IS_DPS = regs.IS_DPS
+_IS_PSS = regs.IS_PSS
 _IS_TFES = regs.IS_TFES
 _IS_FATAL = regs.IS_FATAL
 _CMD_ST = regs.CMD_ST
@@ -72,6 +73,7 @@ _write_d2h = fis.write_d2h
 _ENDING = [Fis.D2H] * len(Protocol)
 _ENDING[Protocol.PIO_IN] = Fis.PIO_IN
 _ENDING[Protocol.PIO_OUT] = Fis.PIO_OUT
+_PIO_OUT = Fis.PIO_OUT
 _SDB_STATUS = 0x77  # the Status bits a Set Device Bits FIS carries (SATA 10.5.7)
 
 
@@ -113,7 +115,8 @@ class CommandEngine:
         receive is on, ``area``), load PxTFD from it, clear ``slots`` in PxCI and ``tags``
         in PxSACT, and raise ``bits`` in PxIS with the bit of a FIS whose I bit is set
         (AHCI 3.3.5). ``done`` None leaves PxTFD alone; ``transfer_count`` is a PIO Setup
-        FIS's. A fatal bit halts the engine."""
+        FIS's (the last DRQ block's); a data-out PIO Setup FIS has its I bit when ``bits``
+        has PSS. A fatal bit halts the engine."""
         port = self.port
         if kind is _D2H:  # the common case, first
             if area is not None:
@@ -139,14 +142,14 @@ class CommandEngine:
                     area,
                     done,
                     to_host=to_host,
-                    interrupt=to_host,
+                    interrupt=to_host or bool(bits & _IS_PSS),
                     transfer_count=transfer_count,
                     status=_DATA_STATUS,
                 )
                 if not to_host:
                     _write_d2h(area, done)
             port.tfd = done.status | done.error << 8
-            bits |= regs.IS_PSS if to_host else _IS_DHRS
+            bits |= _IS_PSS if to_host else _IS_DHRS
         if slots:
             port.ci &= ~slots
         if tags:
@@ -280,15 +283,19 @@ class CommandEngine:
             return
         nbytes = req.nbytes
         write_prdbc(self.memory.mem, header, nbytes)
-        self.post(
-            area,
-            _ENDING[req.protocol],
-            done,
-            1 << slot,
-            _IS_DPS if interrupt_on_piece else 0,
-            0,
-            nbytes,
-        )
+        kind = _ENDING[req.protocol]
+        bits = _IS_DPS if interrupt_on_piece else 0
+        if kind is _D2H:  # the common case, first
+            self.post(area, _D2H, done, 1 << slot, bits)
+            return
+        # PIO moves DRQ blocks, each after a PIO Setup FIS (SATA 11.7, 11.8); the area
+        # keeps the last block's. Data-in Setup FISes have I set; data-out ones have it
+        # from the second block on, asking for the next block (PxIS.PSS).
+        block = req.drq_block
+        last = nbytes - (nbytes - 1) // block * block if nbytes else 0
+        if kind is _PIO_OUT and nbytes > block:
+            bits |= _IS_PSS
+        self.post(area, kind, done, 1 << slot, bits, 0, last)
 
     def _device_control(self, slot: int, area: memoryview | None, control: int) -> None:
         """A control FIS (C=0): SRST asserted then released is a software reset."""

@@ -293,7 +293,9 @@ class AtaDisk:
     def _decode_multiple(self, tf: TaskFile, protocol: Protocol) -> Request:
         if not self._multiple:
             raise AtaError.abrt()
-        return self._decode_sectors(tf, protocol)
+        req = self._decode_sectors(tf, protocol)
+        req.drq_block = self._multiple * SECTOR_SIZE
+        return req
 
     def _decode_verify(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)

@@ -57,6 +57,8 @@ class Request:
     non-data); ``tag`` is the NCQ tag for queued commands, else None. ``lba`` and
     ``count`` are a sector command's extent (first sector, number of sectors), read
     from the task file once by its addressing mode; 0 for other commands.
+    ``drq_block`` is a PIO command's DRQ data block in bytes (ATA8-ACS: one sector,
+    or the multiple count's worth for READ/WRITE MULTIPLE (EXT)).
     """
 
     taskfile: TaskFile
@@ -65,6 +67,7 @@ class Request:
     tag: int | None = None
     lba: int = 0
     count: int = 0
+    drq_block: int = 512
 
 
 @dataclass(slots=True, frozen=True)

@@ -88,6 +88,68 @@ def test_pio_write_posts_setup_then_d2h(m):
         assert f.read(512) == b"\x11" * 512
 
 
+READ_SECTORS_EXT = 0x24
+READ_MULTIPLE = 0xC4
+WRITE_MULTIPLE_EXT = 0x39
+SET_MULTIPLE_MODE = 0xC6
+
+
+def _pio_setup(m) -> tuple[int, int]:
+    """(flags byte, transfer count) of the PIO Setup FIS in the received-FIS area."""
+    pio = m.rfis(fis.RFIS_PSFIS, 20)
+    assert pio[0] == fis.TYPE_PIO_SETUP
+    return pio[1], struct.unpack_from("<H", pio, 16)[0]
+
+
+@pytest.mark.parametrize("count", [1, 2, 255, 256])
+def test_pio_read_leaves_the_last_drq_blocks_setup_fis(m, count):
+    """SATA 11.7: one PIO Setup FIS per 512-byte DRQ block; the last one stays, so its
+    transfer count is 512 however long the read (256 sectors used to wrap to 0)."""
+    m.command(0, h2d(READ_SECTORS_EXT, lba=0, count=count), [(DATA, count * 512)])
+    m.issue(1)
+    assert m.memory.read(DATA + (count - 1) * 512, 512) == sector_pattern(count - 1)
+    flags, transfer_count = _pio_setup(m)
+    assert flags & fis.FLAG_I and flags & fis.FLAG_D
+    assert transfer_count == 512
+    assert m.prdbc(0) == count * 512
+
+
+@pytest.mark.parametrize(("multiple", "count", "last"), [(16, 20, 4), (16, 32, 16), (8, 3, 3)])
+def test_read_multiple_blocks_are_the_multiple_count(m, multiple, count, last):
+    m.command(0, h2d(SET_MULTIPLE_MODE, count=multiple))
+    m.issue(1)
+    m.command(1, h2d(READ_MULTIPLE, lba=0, count=count), [(DATA, count * 512)])
+    m.issue(2)
+    assert m.preg(0, regs.PxTFD) == 0x50
+    assert _pio_setup(m)[1] == last * 512
+
+
+@pytest.mark.parametrize(
+    ("command", "count", "pss"),
+    [
+        (WRITE_SECTORS, 1, False),
+        (WRITE_SECTORS, 2, True),
+        (WRITE_MULTIPLE_EXT, 16, False),
+        (WRITE_MULTIPLE_EXT, 17, True),
+    ],
+)
+def test_pio_write_of_more_than_one_block_sets_pss(m, command, count, pss):
+    """SATA 11.8: the device asks for each block after the first with a PIO Setup FIS
+    whose I bit is set (PxIS.PSS); the command ends with a D2H FIS (PxIS.DHRS)."""
+    m.memory.write(DATA, b"\x3c" * count * 512)
+    m.command(0, h2d(command, lba=8, count=count), [(DATA, count * 512)], write=True)
+    m.issue(1)
+    status = m.preg(0, regs.PxIS)
+    assert status & regs.IS_DHRS
+    assert bool(status & regs.IS_PSS) == pss
+    flags, transfer_count = _pio_setup(m)
+    assert not flags & fis.FLAG_D and bool(flags & fis.FLAG_I) == pss
+    assert transfer_count == (512 if command == WRITE_SECTORS else (count - 1) % 16 * 512 + 512)
+    with open(m.disks[0].path, "rb") as f:
+        f.seek(8 * 512)
+        assert f.read(count * 512) == b"\x3c" * count * 512
+
+
 def test_read_past_end_sets_idnf_and_halts_port(m):
     m.command(0, h2d(READ_DMA_EXT, lba=2047, count=2), [(DATA, 1024)])
     m.issue(1)
