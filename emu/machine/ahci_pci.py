@@ -17,6 +17,7 @@ from emu.machine.pci import (
     CAP_ID_SATA,
     COMMAND_BUS_MASTER,
     COMMAND_INTX_DISABLE,
+    D0,
     Bar,
     PciFunction,
     PciHost,
@@ -41,12 +42,38 @@ IDP_SIZE = 0x20
 IDP_INDEX = 0x10  # the pair's registers within BAR4 (ICH9)
 IDP_DATA = 0x14
 MSI_OFFSET = 0x80
+PM_OFFSET = 0x70
 SATA_CAP_OFFSET = 0xA8
+# ICH9 power management capability: PMC 4003h (PCI PM 1.2, PME from D3hot, no D1/D2),
+# PMCS 0008h (No_Soft_Reset: D3hot -> D0 keeps the configuration).
+ICH9_PMC = 0x4003
+ICH9_PMCS = 0x0008
+# ICH9 Port Control and Status (PCS, 92h): port enables P0E-P5E (bits 5:0, R/W), port
+# present P0P-P5P (bits 13:8, RO: a device detected on an enabled port), OOB retry
+# mode (bit 15, R/W).
+PCS = 0x92
+PCS_PORTS = 6
+PCS_ENABLE_MASK = (1 << PCS_PORTS) - 1
+PCS_ORM = 0x8000
 
 
-def ahci_config(abar: Bar, idp: Bar) -> PciFunction:
-    """00:1f.2's configuration space: BAR4 index/data pair, BAR5 ABAR, MSI and SATA caps."""
-    fn = PciFunction(
+class AhciConfigSpace(PciFunction):
+    """00:1f.2's configuration space; ``present`` has bit n set for a disk on port n."""
+
+    present = 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        super().write(offset, size, value)
+        if offset < PCS + 2 and offset + size > PCS:
+            enabled = self.u16(PCS) & PCS_ENABLE_MASK
+            pcs = (self.u16(PCS) & (PCS_ORM | PCS_ENABLE_MASK)) | (enabled & self.present) << 8
+            self.config[PCS : PCS + 2] = pcs.to_bytes(2, "little")
+
+
+def ahci_config(abar: Bar, idp: Bar) -> AhciConfigSpace:
+    """00:1f.2's configuration space: BAR4 index/data pair, BAR5 ABAR, the MSI, power
+    management and SATA capabilities (in ICH9's order), ICH9's MAP and PCS registers."""
+    fn = AhciConfigSpace(
         INTEL,
         0x2922,
         0x010601,
@@ -66,7 +93,11 @@ def ahci_config(abar: Bar, idp: Bar) -> PciFunction:
         wmask=bytes.fromhex("0100fcffffffffffffffffff"),
         offset=MSI_OFFSET,
     )
+    fn.add_power_management(PM_OFFSET, ICH9_PMC, ICH9_PMCS)
     fn.preset({0x90: b"\x40"})  # ICH9 port mapping register, as firmware leaves it
+    # PCS reads 0 as firmware leaves it on q35; the ports work whatever it holds (an
+    # AHCI driver owns them through PxSCTL.DET and PxCMD.SUD).
+    fn.wmask[PCS : PCS + 2] = (PCS_ORM | PCS_ENABLE_MASK).to_bytes(2, "little")
     # SATA capability 1.0: index/data pair in BAR4 at offset 10h (SATACR1 = 0048h).
     fn.add_capability(CAP_ID_SATA, bytes.fromhex("100048000000"), offset=SATA_CAP_OFFSET)
     return fn
@@ -102,6 +133,9 @@ class AhciFunction:
         self._idp_index = 0
         self.config = ahci_config(
             Bar(ABAR_SIZE, on_move=self._move_abar), Bar(IDP_SIZE, io=True, on_move=self._move_idp)
+        )
+        self.config.present = sum(
+            1 << port for port, disk in enumerate(disks[:PCS_PORTS]) if disk is not None
         )
         self.hba = AhciHba(memory, disks, self._interrupt, self.bus_master, tracer, intx=self._intx)
         # What guest writes to the HBA's registers (ABAR or the data port) go through; a
@@ -151,10 +185,10 @@ class AhciFunction:
     # -- interrupts -----------------------------------------------------------------
 
     def _interrupt(self) -> None:
-        """The HBA raised an interrupt: a message when MSI is on and the function may
-        master the bus."""
+        """The HBA raised an interrupt: a message when MSI is on, the function may master
+        the bus and is in D0 (PCI PM 1.2: no interrupts from D3hot)."""
         target = msi_target(self.config)
-        if target is not None and self.bus_master():
+        if target is not None and self.bus_master() and self.config.power_state == D0:
             self._msi(*target)
 
     def _intx(self, level: bool) -> None:

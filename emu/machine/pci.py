@@ -44,8 +44,15 @@ COMMAND_WRITABLE = (
 STATUS_CAP_LIST = 0x0010
 STATUS_W1C = 0xF900  # parity, signalled/received aborts, SERR: write one to clear
 
+CAP_ID_PM = 0x01
 CAP_ID_MSI = 0x05
 CAP_ID_SATA = 0x12
+
+# Power management capability (PCI Bus Power Management 1.2, 3.2): PMC at +2, PMCS at +4.
+PMCS_POWER_STATE = 0x0003
+PMCS_PME_ENABLE = 0x0100
+PMCS_PME_STATUS = 0x8000
+D0, D3HOT = 0, 3
 
 
 @dataclass
@@ -98,6 +105,7 @@ class PciFunction:
         self.wmask[INTERRUPT_LINE] = 0xFF
         self._cap_link = CAPABILITIES_POINTER  # the byte that will point to the next capability
         self._cap_free = 0x40  # capabilities start after the type-0 header
+        self._pmcs: int | None = None  # offset of PMCS when there is a PM capability
 
     def _set_mask(self, offset: int, size: int, value: int, mask: bytearray | None = None) -> None:
         (self.wmask if mask is None else mask)[offset : offset + size] = value.to_bytes(
@@ -133,6 +141,21 @@ class PciFunction:
         self._cap_free = max(self._cap_free, offset + 2 + len(body))
         return offset
 
+    def add_power_management(self, offset: int, pmc: int, pmcs: int) -> None:
+        """A power management capability at ``offset``: read-only capabilities ``pmc``,
+        control/status ``pmcs`` whose PowerState (D0 or D3hot; a write of D1 or D2 is
+        discarded) and PME_En are writable and PME_Status is write-one-to-clear. In
+        D3hot the function decodes configuration cycles only (its BARs are off)."""
+        self.add_capability(CAP_ID_PM, struct.pack("<HH", pmc, pmcs), offset=offset)
+        self._pmcs = offset + 4
+        self._set_mask(self._pmcs, 2, PMCS_POWER_STATE | PMCS_PME_ENABLE)
+        self._set_mask(self._pmcs, 2, PMCS_PME_STATUS, self.w1cmask)
+
+    @property
+    def power_state(self) -> int:
+        """D0 (also without a PM capability) or D3HOT."""
+        return D0 if self._pmcs is None else self.u16(self._pmcs) & PMCS_POWER_STATE
+
     def preset(self, values: dict[int, bytes]) -> None:
         """Fill device-specific (read-only) registers, e.g. as firmware left them."""
         for offset, data in values.items():
@@ -154,20 +177,24 @@ class PciFunction:
         return int.from_bytes(self.config[offset : offset + size], "little")
 
     def write(self, offset: int, size: int, value: int) -> None:
+        state = self.power_state
         for i in range(size):
             byte = (value >> (8 * i)) & 0xFF
             pos = offset + i
             wmask, w1c = self.wmask[pos], self.w1cmask[pos]
             old = self.config[pos]
             self.config[pos] = ((old & ~wmask) | (byte & wmask)) & ~(byte & w1c) & 0xFF
-        if offset < BAR0 + 24 and offset + size > COMMAND:
+        if self.power_state not in (D0, D3HOT):  # D1, D2: unsupported, the write is dropped
+            self.config[self._pmcs] = (self.config[self._pmcs] & ~PMCS_POWER_STATE) | state
+        if (offset < BAR0 + 24 and offset + size > COMMAND) or self.power_state != state:
             self.update_decoding()
 
     def bar_address(self, index: int) -> int | None:
-        """Where BAR ``index`` decodes now: None when decoding is off, the BAR is zero, or it
-        holds its own size mask (mid-sizing)."""
+        """Where BAR ``index`` decodes now: None when decoding is off, the function is in
+        D3hot, the BAR is zero, or it holds its own size mask (mid-sizing)."""
         bar = self.bars[index]
         enabled = self.command & (COMMAND_IO if bar.io else COMMAND_MEMORY)
+        enabled = enabled and self.power_state == D0
         raw = self.u32(BAR0 + 4 * index)
         address = raw & bar.mask & ~(0x3 if bar.io else 0xF)
         if not enabled or address == 0 or raw == bar.mask:

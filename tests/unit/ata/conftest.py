@@ -2,8 +2,7 @@ import pytest
 
 from emu.ata import AtaDisk
 from emu.storage.blockdev import SECTOR_SIZE
-
-from .helpers import MemoryDevice
+from emu.testing.memory_disk import MemoryDevice
 
 IMAGE_SECTORS = 2048  # 1 MiB
 

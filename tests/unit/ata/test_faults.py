@@ -12,8 +12,9 @@ from emu.ata.taskfile import ERROR_ABRT, ERROR_IDNF, ERROR_UNC, STATUS_DF
 from emu.faults.plan import FaultPlan
 from emu.faults.spec import parse_fault
 from emu.storage.blockdev import SECTOR_SIZE
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, issue, pattern, taskfile
+from .helpers import issue, pattern, taskfile
 from .test_ncq import fpdma, read_log
 
 

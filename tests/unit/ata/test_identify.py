@@ -5,8 +5,9 @@ import pytest
 from emu import __version__
 from emu.ata import AtaDisk, Protocol
 from emu.ata.commands import Command
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, issue, taskfile
+from .helpers import issue, taskfile
 
 
 def identify(disk: AtaDisk) -> bytes:

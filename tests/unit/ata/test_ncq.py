@@ -3,8 +3,9 @@ import pytest
 from emu.ata import AtaDisk, AtaError, Protocol
 from emu.ata.commands import Command
 from emu.ata.taskfile import ERROR_ABRT, ERROR_IDNF, ERROR_UNC
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, issue, pattern, taskfile
+from .helpers import issue, pattern, taskfile
 
 
 def fpdma(command: int, *, lba: int, sectors: int, tag: int, device: int = 0x40, prio: int = 0):

@@ -3,8 +3,9 @@ import pytest
 from emu.ata import AtaDisk, Protocol
 from emu.ata.commands import Command
 from emu.ata.taskfile import ERROR_ABRT, ERROR_IDNF, ERROR_UNC
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, issue, taskfile
+from .helpers import issue, taskfile
 
 
 @pytest.mark.parametrize("command", [Command.READ_VERIFY_SECTORS, Command.READ_VERIFY_SECTORS_EXT])

@@ -4,8 +4,9 @@ from emu.ata import AtaDisk, Protocol
 from emu.ata.commands import Command
 from emu.ata.taskfile import ERROR_ABRT, ERROR_IDNF, ERROR_UNC
 from emu.storage.blockdev import SECTOR_SIZE
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, issue, pattern, taskfile
+from .helpers import issue, pattern, taskfile
 
 LBA28 = {
     Command.READ_SECTORS,

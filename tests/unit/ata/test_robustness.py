@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from emu.ata import AtaDisk, AtaError, Completion
 from emu.ata.commands import Command
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, taskfile
+from .helpers import taskfile
 
 SECTORS = 64
 

@@ -5,8 +5,9 @@ import pytest
 from emu.ata import AtaDisk, Protocol
 from emu.ata.commands import Command
 from emu.ata.taskfile import ERROR_ABRT
+from emu.testing.memory_disk import MemoryDevice
 
-from .helpers import MemoryDevice, issue, pattern, taskfile
+from .helpers import issue, pattern, taskfile
 
 
 def ranges(*entries: tuple[int, int], blocks: int = 1) -> bytes:
