@@ -322,6 +322,49 @@ static void writes(struct ahci_port *p)
     check_write(p, ATA_CMD_WRITE_DMA_EXT, 120000, 65536, big, 0x1D);
 }
 
+/* PIO runs in DRQ blocks (SATA 3.x 11.7, 11.8): one PIO Setup FIS per block, and the
+ * received-FIS area keeps the last block's, whose transfer count is that block's size.
+ * Writes go to sectors writes() wrote, with the same tags. */
+static uint16_t pio_setup_count(const struct ahci_port *p)
+{
+    return (uint16_t)(p->fis->psfis[16] | p->fis->psfis[17] << 8);
+}
+
+static void pio_blocks(struct ahci_port *p)
+{
+    uint8_t *big = ahci_data_area;
+    unsigned mult = id[59] & 0xFF; /* the multiple count reads() set */
+    int rc = ahci_rw(p, ATA_CMD_READ_SECTORS_EXT, 66000, 256, big);
+    check(rc == AHCI_OK && pio_setup_count(p) == 512,
+          "READ SECTORS EXT 256 sectors: PIO Setup transfer count 512 (the last DRQ block)",
+          "%s, transfer count %u", ahci_strerror(rc), pio_setup_count(p));
+    rc = ahci_rw(p, ATA_CMD_READ_MULTIPLE, 900, 20, small_area);
+    unsigned last = mult ? ((20 - 1) % mult + 1) * 512 : 0;
+    check(rc == AHCI_OK && pio_setup_count(p) == last,
+          "READ MULTIPLE 20 sectors: transfer count of the last multiple-count block",
+          "%s, transfer count %u, multiple %u", ahci_strerror(rc), pio_setup_count(p), mult);
+
+    ahci_pattern_fill(small_area, 70800, 1, 0x14);
+    rc = ahci_rw(p, ATA_CMD_WRITE_SECTORS, 70800, 1, small_area);
+    check(rc == AHCI_OK && !(p->last_is & PXIS_PSS) && (p->last_is & PXIS_DHRS),
+          "WRITE SECTORS 1 sector: PxIS.PSS clear, DHRS set (one DRQ block)", "%s, PxIS 0x%08x",
+          ahci_strerror(rc), p->last_is);
+    ahci_pattern_fill(small_area, 70900, 2, 0x15);
+    rc = ahci_rw(p, ATA_CMD_WRITE_SECTORS, 70900, 2, small_area);
+    check(rc == AHCI_OK && (p->last_is & PXIS_PSS) && (p->fis->psfis[1] & 0x40) &&
+              pio_setup_count(p) == 512,
+          "WRITE SECTORS 2 sectors: PxIS.PSS, PIO Setup I bit, transfer count 512",
+          "%s, PxIS 0x%08x, flags 0x%02x, transfer count %u", ahci_strerror(rc), p->last_is,
+          p->fis->psfis[1], pio_setup_count(p));
+    ahci_pattern_fill(small_area, 71700, 33, 0x18);
+    rc = ahci_rw(p, ATA_CMD_WRITE_MULTIPLE_EXT, 71700, 33, small_area);
+    last = mult ? ((33 - 1) % mult + 1) * 512 : 0;
+    check(rc == AHCI_OK && (p->last_is & PXIS_PSS) && pio_setup_count(p) == last,
+          "WRITE MULTIPLE EXT 33 sectors: PxIS.PSS, transfer count of the last block",
+          "%s, PxIS 0x%08x, transfer count %u, multiple %u", ahci_strerror(rc), p->last_is,
+          pio_setup_count(p), mult);
+}
+
 static void big_disk(struct ahci_port *p)
 {
     uint64_t sectors = ata_id_sectors(id);
@@ -356,6 +399,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
         test_done();
     reads(p0);
     writes(p0);
+    pio_blocks(p0);
     if (ready & 2) {
         struct ahci_port *p1 = ahci_port(1);
         rc = ahci_identify(p1, id);

@@ -196,6 +196,60 @@ static const char *cap_name(uint8_t id)
     }
 }
 
+/* The PCI power management capability ICH9's AHCI function has (PCI Bus Power
+ * Management 1.2, 3.2): PMC read-only, PMCS.PowerState takes D0 and D3hot only. */
+static void check_power_management(pci_bdf_t ahci, uint8_t pm)
+{
+    check(pm != 0, "power management capability (id 0x01) present", "not in the list");
+    uint16_t pmc = pm ? pci_read16(ahci, pm + 2) : 0;
+    check((pmc & 7) >= 2 && !(pmc & 0x0600), "PMC: PCI PM 1.1 or later, no D1/D2",
+          "PMC 0x%04x", pmc);
+    if (pm) {
+        pci_write16(ahci, pm + 2, (uint16_t)~pmc);
+        check_eq(pci_read16(ahci, pm + 2), pmc, "PMC read-only");
+    } else {
+        check(0, "PMC read-only", "no capability");
+    }
+    uint16_t pmcs = pm ? pci_read16(ahci, pm + 4) : 0xFFFF;
+    check((pmcs & 3) == 0, "PMCS.PowerState: D0 at start", "PMCS 0x%04x", pmcs);
+    int d3 = -1, d1 = -1, d0 = -1;
+    if (pm) {
+        pci_write16(ahci, pm + 4, (pmcs & ~3u) | 3);
+        d3 = pci_read16(ahci, pm + 4) & 3;
+        pci_write16(ahci, pm + 4, pmcs & ~3u);
+        d0 = pci_read16(ahci, pm + 4) & 3;
+        pci_write16(ahci, pm + 4, (pmcs & ~3u) | 1);
+        d1 = pci_read16(ahci, pm + 4) & 3;
+        pci_write16(ahci, pm + 4, pmcs & ~3u);
+    }
+    check(d3 == 3 && d0 == 0, "PMCS.PowerState: D3hot and back to D0", "read %d then %d", d3,
+          d0);
+    check(d1 == 0, "PMCS.PowerState: D1 (unsupported) write dropped", "read %d", d1);
+    uint32_t ghc = mmio_read32(pci_bar_read(ahci, AHCI_BAR_ABAR) + AHCI_GHC);
+    check(ghc & AHCI_GHC_AE, "ABAR decodes again in D0: GHC.AE set", "GHC 0x%08x", ghc);
+}
+
+/* ICH9 Port Control and Status (PCS, config 92h): port enables P0E-P5E (bits 5:0) are
+ * writable and read back; the port present bits (13:8) are read-only. */
+static void check_pcs(pci_bdf_t ahci)
+{
+    uint16_t pcs = pci_read16(ahci, 0x92);
+    printf("AHCI PCS at start 0x%04x\n", pcs);
+    pci_write16(ahci, 0x92, (pcs & 0xFFC0) | 0x3F);
+    uint16_t enabled = pci_read16(ahci, 0x92);
+    check((enabled & 0x3F) == 0x3F, "PCS (92h): port enable bits 5:0 read back", "PCS 0x%04x",
+          enabled);
+    pci_write16(ahci, 0x92, pcs & 0xFFC0);
+    uint16_t disabled = pci_read16(ahci, 0x92);
+    check((disabled & 0x3F) == 0, "PCS (92h): port enable bits clear again", "PCS 0x%04x",
+          disabled);
+    pci_write16(ahci, 0x92, (uint16_t)(pcs ^ 0x3F00));
+    check_eq(pci_read16(ahci, 0x92) & 0x3F00, pcs & 0x3F00,
+             "PCS (92h): port present bits 13:8 read-only");
+    pci_write16(ahci, 0x92, pcs);
+    check_eq(pci_read16(ahci, 0x92), pcs, "PCS restored");
+}
+
 static void check_ahci_caps(pci_bdf_t ahci)
 {
     uint16_t status = pci_read16(ahci, PCI_STATUS);
@@ -207,25 +261,34 @@ static void check_ahci_caps(pci_bdf_t ahci)
     check(ptr >= 0x40 && (ptr & 3) == 0, "capability pointer in 0x40-0xfc, dword aligned",
           "0x%02x", ptr);
 
-    uint8_t msi = 0, sata = 0;
+    uint8_t msi = 0, sata = 0, pm = 0;
     int steps = 0, well_formed = 1;
+    char chain[256];
+    unsigned used = 0;
+    chain[0] = 0;
     while (ptr && steps < 48) {
         if (ptr < 0x40 || (ptr & 3)) {
             well_formed = 0;
             break;
         }
         uint8_t id = pci_read8(ahci, ptr);
-        printf("AHCI cap at 0x%02x: id 0x%02x (%s), next 0x%02x\n", ptr, id, cap_name(id),
-               pci_read8(ahci, ptr + 1));
+        if (used < sizeof(chain))
+            used += snprintf(chain + used, sizeof(chain) - used, "%s0x%02x %s", steps ? " -> " : "",
+                             ptr, cap_name(id));
         if (id == PCI_CAP_ID_MSI && !msi)
             msi = ptr;
         if (id == PCI_CAP_ID_SATA && !sata)
             sata = ptr;
+        if (id == PCI_CAP_ID_PM && !pm)
+            pm = ptr;
         ptr = pci_read8(ahci, ptr + 1);
         steps++;
     }
+    /* One line whatever the list holds, so transcripts line up. */
+    printf("AHCI capability list: %s\n", chain);
     check(well_formed && ptr == 0, "capability list well formed and terminated",
           "stopped at 0x%02x after %d entries", ptr, steps);
+    check_power_management(ahci, pm);
 
     check(msi != 0, "MSI capability (id 0x05) present", "not in the list");
     if (msi) {
@@ -302,6 +365,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
     check_ahci_command(ahci);
     check_ahci_bars(ahci);
     check_ahci_caps(ahci);
+    check_pcs(ahci);
     check_ahci_interrupt(ahci);
 
     test_done();
