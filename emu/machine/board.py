@@ -277,7 +277,7 @@ class Board:
             # (a fetch there ends the run as UC_ERR_FETCH_UNMAPPED; see _describe)
             self.mmio.open_bus(paddr | (vaddr & (PAGE_SIZE - 1)), access == UC_MEM_WRITE)
         entry.paddr = paddr
-        # Only pages the guest executes from are mapped executable (DESIGN.md).
+        # Only pages the guest executes from are mapped executable (docs/architecture.md).
         entry.perms = UC_PROT_ALL if access == UC_MEM_FETCH else UC_PROT_READ | UC_PROT_WRITE
         return True
 
