@@ -36,7 +36,7 @@ class CheckResult:
 
     corruptions: data could be read wrongly (bad header, map entries past the end
     of the file or shared, broken linkage). leaks: space or counts an interrupted
-    write left behind; harmless, ``compact`` (or the next flush, for counts)
+    write left behind; harmless, ``compact`` (or the next change, for counts)
     repairs them. errors: the check could not be completed (a parent not found).
     warnings: worth knowing, not wrong (a parent modified after its diff was made).
     """

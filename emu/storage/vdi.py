@@ -29,12 +29,19 @@ the process is killed or the machine loses power, and cBlocksAllocated is never
 below the number of entries on disk (VirtualBox and QEMU allocate the next block
 at slot cBlocksAllocated, so a stale count can only make them skip slots).
 A crash leaves at worst data slots no entry points at and a count above the
-map's: :func:`scan` reports both as leaks; opening the image for writing
-rewrites the count at the next flush (or close), and new blocks reuse the slots.
+map's: :func:`scan` reports both as leaks; the first change to the image after
+it is opened rewrites the count (opening alone writes nothing, so a refused open
+leaves the file as it was), and new blocks reuse the slots.
 A write into a block already allocated is in place; a flush fsyncs it.
 
 uuidModify changes at the first change to an image after it is opened (as
 VirtualBox does), and reaches the file with the next flush.
+
+Bounded loading. The header is checked against the file before the map is read:
+at most :data:`MAX_BLOCKS` entries, inside the file, and stored (no sparse hole
+where the map is). The map is then read into an ``array`` and checked at memory
+speed (see :func:`_scan_map`), so a 16 TiB image (a 64 MiB map) opens in a
+fraction of a second and a hostile one costs no more than the bytes it holds.
 """
 
 import contextlib
