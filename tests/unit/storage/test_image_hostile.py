@@ -390,3 +390,37 @@ def test_info_on_a_sound_header_over_a_corrupt_map_says_corrupt(tmp_path, image_
     info = json.loads(out)
     assert [i["corrupt"] for i in info["chain"]] == [False, True]
     assert image_cli("check", diff)[0] == 2
+
+
+# ---- the same through `ahci-emu run` ---------------------------------------------------
+
+
+def run_demo(disk: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emu.cli", "run", "demo", "--disk", str(disk), "--timeout", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("case", ["missing parent", "fifo", "huge sparse map"])
+def test_a_refused_run_is_one_line_at_once_and_changes_no_byte(tmp_path, case):
+    if case == "missing parent":
+        base = Path(ops.create_image(str(tmp_path / "base.vdi"), 4 * MiB))
+        disk = Path(ops.create_diff(str(base), str(tmp_path / "leaf.vdi")))
+        patch_header(disk, cBlocksAllocated=1)  # stale: the run must not rewrite it
+        base.unlink()
+        fragment = "not found"
+    elif case == "fifo":
+        disk = tmp_path / "disk.vdi"
+        os.mkfifo(disk)
+        fragment = "is a FIFO, not an image file"
+    else:
+        disk = claim(tmp_path, MAX_BLOCKS)
+        fragment = "block map is not stored in the file"
+    before = digest(disk) if disk.is_file() else {}
+    proc = run_demo(disk)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
+    assert (digest(disk) if disk.is_file() else {}) == before
