@@ -43,10 +43,13 @@ from unicorn.x86_const import (
 
 from emu.ahci.hba import AhciHba
 from emu.ahci.trace import Tracer
+from emu.ata.cache import VolatileCache
 from emu.ata.disk import AtaDisk
+from emu.ata.faults import DiskFaults
+from emu.faults.plan import FaultPlan
 from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
-from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError
+from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
 from emu.machine.interrupts import HLT_OPCODE, deliver
 from emu.machine.irqwindow import InterruptWindow
 from emu.machine.loader import load_multiboot
@@ -56,6 +59,7 @@ from emu.machine.pci import COMMAND, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, B
 from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
 from emu.machine.registers import Registers
 from emu.machine.watchdog import Watchdog
+from emu.sanitizer.checker import Sanitizer
 from emu.storage.blockdev import BlockDevice
 
 EFLAGS_IF = 1 << 9
@@ -98,6 +102,9 @@ class BoardConfig:
     disks: Sequence[BlockDevice | None] = ()  # on AHCI ports 0, 1, ...; None: empty port
     trace: TextIO | None = None
     trace_registers: bool = False
+    faults: FaultPlan | None = None  # injected faults (--fault), None: none
+    write_cache: bool = True  # the disks' volatile write cache at power-on
+    sanitize: str | None = None  # --sanitize: "report" or "strict"; None: off
 
 
 class Board:
@@ -119,9 +126,12 @@ class Board:
         rawhooks.hook_add(uc, UC_HOOK_TLB_FILL, rawhooks.function_pointer(self._tlb_fill_callback))
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
         self.ports = PortBus(self.reporter)
-        self.mmio = MmioBus(uc, self.memory.size, self.reporter, self._device_error)
+        self.mmio = MmioBus(
+            uc, self.memory.size, self.reporter, self._device_error, self._device_stop
+        )
         self.exit_code: int | None = None
         self._fault: str | None = None
+        self._stop: RunStop | None = None  # a device ended the run (a power cut, ...)
 
         self.uart = uart.Uart16550(config.serial)
         self.ports.register(uart.BASE, uart.LENGTH, self.uart.read, self.uart.write)
@@ -152,9 +162,14 @@ class Board:
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
             raise MachineError("an AHCI controller has at most 32 ports")
-        disks = [None if dev is None else AtaDisk(dev) for dev in config.disks]
-        disks += [None] * (max(Q35_PORTS, len(disks)) - len(disks))
         tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
+        if config.faults is not None and tracer is not None:
+            config.faults.listeners.append(tracer._emit)
+        self.disks = [
+            None if dev is None else self._disk(config, port, dev)
+            for port, dev in enumerate(config.disks)
+        ]
+        disks = self.disks + [None] * (max(Q35_PORTS, len(self.disks)) - len(self.disks))
         self.hba = AhciHba(
             self.memory,
             disks,
@@ -163,7 +178,16 @@ class Board:
             tracer,
             intx=self._ahci_intx,
         )
-        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.hba.write)
+        self.sanitizer: Sanitizer | None = None
+        self._abar_write = self.hba.write
+        if config.sanitize is not None:
+            self.sanitizer = Sanitizer(
+                self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
+            )
+            if tracer is not None:
+                self.sanitizer.listeners.append(tracer._emit)
+            self._abar_write = self.sanitizer.watch(self.hba.write)
+        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self._abar_write)
         self.mmio.add(abar, None)
         self._idp_base: int | None = None
         self._idp_index = 0
@@ -173,6 +197,27 @@ class Board:
         )
         self.pci.attach(31, 2, self.ahci_pci)
         self.ahci_pci.update_decoding()
+
+    @staticmethod
+    def _disk(config: BoardConfig, port: int, dev: BlockDevice) -> AtaDisk:
+        """The ATA disk on ``port``: with the run's disk faults, and behind a modelled
+        volatile write cache when a power cut may come."""
+        plan = config.faults
+        if plan is None or not plan.layer_faults("ata"):
+            return AtaDisk(dev, write_cache=config.write_cache)
+        cache = VolatileCache(dev) if plan.has_kind("power-cut") else None
+        return AtaDisk(
+            cache or dev,
+            write_cache=config.write_cache,
+            faults=DiskFaults(plan, port, cache),
+        )
+
+    def flush_disks(self) -> None:
+        """The end of a run: what the guest wrote survives it, flushed or not (a power cut
+        already decided what its disks keep)."""
+        for disk in self.disks:
+            if disk is not None:
+                disk.flush_cache()
 
     def _move_idp(self, base: int | None) -> None:
         if self._idp_base is not None:
@@ -192,7 +237,7 @@ class Board:
         if offset == IDP_INDEX:
             self._idp_index = value & 0xFFC
         elif offset == IDP_DATA:
-            self.hba.write(self._idp_index, size, value)
+            self._abar_write(self._idp_index, size, value)
 
     def _ahci_interrupt(self) -> None:
         """The HBA raised an interrupt: an MSI to the local APIC when MSI is enabled."""
@@ -272,6 +317,12 @@ class Board:
         """A device raised where it must not: stop the run rather than go on half-done."""
         if self._fault is None:
             self._fault = f"internal error: {message}"
+        self.uc.emu_stop()
+
+    def _device_stop(self, stop: RunStop) -> None:
+        """A device ended the run on purpose: the first such stop is the run's result."""
+        if self._stop is None:
+            self._stop = stop
         self.uc.emu_stop()
 
     def _guest_exit(self, code: int) -> None:
@@ -356,6 +407,8 @@ class Board:
         """The guest's exit code if the run is over; raises if it ended abnormally."""
         if self.reporter.error is not None:  # it came first: the stop lands at the block's end
             raise self.reporter.error
+        if self._stop is not None:
+            raise self._stop
         if self.exit_code is not None:
             return self.exit_code
         if self._fault is not None:
