@@ -29,3 +29,20 @@ def resolve_guest(name_or_path: str | None) -> str:
         known = ", ".join(sorted(p.stem for p in guest_images_dir().glob("*.elf")))
         raise EmuError(f"{name_or_path}: no such guest file or built-in guest (built-in: {known})")
     return str(image)
+
+
+def guest_kind(path: str) -> str:
+    """"linux" for a bzImage, "multiboot" for an ELF (the multiboot loader checks the
+    rest), as QEMU's -kernel tells them apart by header; EmuError for anything else."""
+    from emu.machine.bzimage import is_bzimage
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x400)
+    except OSError as exc:
+        raise EmuError(f"{path}: {exc.strerror}") from exc
+    if is_bzimage(head):
+        return "linux"
+    if head.startswith(b"\x7fELF"):
+        return "multiboot"
+    raise EmuError(f"{path}: neither a multiboot ELF nor a Linux bzImage")

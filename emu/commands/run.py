@@ -9,16 +9,20 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from emu.errors import EmuError
-from emu.guests import DEFAULT_GUEST, resolve_guest
+from emu.guests import DEFAULT_GUEST, guest_kind, resolve_guest
 from emu.storage.blockdev import BlockDevice
 
 SCRATCH_DISK_SIZE = 64 << 20
+MULTIBOOT_MEMORY_MIB = 128
+LINUX_MEMORY_MIB = 256  # Debian's kernel and an initramfs with modules, with room to spare
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
-124 when the guest outlives --timeout, 125 on a stray access under --strict,
-126 on a CPU exception the guest does not handle (or a halt it cannot leave),
-130 on Ctrl-C, 1 on any other error (bad guest or disk file, bad option).
+123 when a Linux guest panics, 124 when the guest outlives --timeout,
+125 on a stray access under --strict, 126 on a CPU exception the guest does not
+handle, a triple fault or a halt it cannot leave, 130 on Ctrl-C, 1 on any other
+error (bad guest, kernel, initrd or disk file, bad option, a libunicorn whose
+internals Linux guests need is not known).
 """
 
 
@@ -26,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="boot a guest and run it to its exit",
-        description="Boot a multiboot ELF32 guest on the emulated board and run it until it "
-        "writes its exit status to the debug-exit port. With no GUEST and no --disk, the "
+        description="Boot a multiboot ELF32 guest or a Linux bzImage on the emulated board and "
+        "run it until it writes its exit status to the debug-exit port. With no GUEST and no "
+        "--disk, the "
         f"default guest ({DEFAULT_GUEST}) runs on a scratch 64 MiB disk in a temporary folder.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,13 +55,20 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "guest",
         nargs="?",
         metavar="GUEST",
-        help=f"guest ELF file, or the name of a built-in guest (default: {DEFAULT_GUEST})",
+        help="multiboot ELF file or Linux bzImage (told apart by header), or the name of a "
+        f"built-in guest (default: {DEFAULT_GUEST})",
     )
     parser.add_argument(
-        "--memory", type=int, default=128, metavar="MiB", help="guest RAM in MiB (default: 128)"
+        "--memory",
+        type=int,
+        metavar="MiB",
+        help=f"guest RAM in MiB (default: {MULTIBOOT_MEMORY_MIB}; {LINUX_MEMORY_MIB} for Linux)",
     )
     parser.add_argument(
         "--append", default="", metavar="STR", help="guest command line, as QEMU's -append"
+    )
+    parser.add_argument(
+        "--initrd", metavar="FILE", help="initial ramdisk for a Linux guest, as QEMU's -initrd"
     )
     parser.add_argument(
         "--timeout",
@@ -103,6 +115,9 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
     from emu.machine.board import Board, BoardConfig
 
     guest = resolve_guest(args.guest)
+    linux = guest_kind(guest) == "linux"
+    if args.initrd is not None and not linux:
+        raise EmuError("--initrd is for Linux guests; GUEST is a multiboot ELF")
     if args.timeout <= 0:
         raise EmuError("--timeout must be positive")
     if args.trace_regs and not args.trace:
@@ -110,9 +125,14 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
-        board = Board(
+        if linux:
+            from emu.machine.linux_board import LinuxBoard as board_class
+        else:
+            board_class = Board
+        memory = args.memory or (LINUX_MEMORY_MIB if linux else MULTIBOOT_MEMORY_MIB)
+        board = board_class(
             BoardConfig(
-                memory_mib=args.memory,
+                memory_mib=memory,
                 strict=args.strict,
                 serial=serial,
                 disks=disks,
@@ -120,7 +140,10 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
                 trace_registers=args.trace_regs,
             )
         )
-        board.load(guest, args.append)
+        if linux:
+            board.load(guest, args.append, args.initrd)
+        else:
+            board.load(guest, args.append)
         try:
             return board.run(args.timeout) & 0xFF
         finally:

@@ -104,21 +104,31 @@ class BoardConfig:
 class Board:
     """A q35-shaped PC with no firmware: RAM, COM1, debug exit, PCI bus 0."""
 
+    CPU_MODE = UC_MODE_32  # Unicorn's mode; the Linux board runs in UC_MODE_64
+
     def __init__(self, config: BoardConfig) -> None:
         self.config = config
         self.memory = GuestMemory(config.memory_mib << 20)
-        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc = uc = Uc(UC_ARCH_X86, self.CPU_MODE)
         uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.host_address)
-        # The virtual TLB with an identity fill skips Unicorn's slow store path (DESIGN.md).
-        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        self._setup_mmu(uc)
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
         self.ports = PortBus(self.reporter)
         self.mmio = MmioBus(uc, self.memory.size, self.reporter, self._device_error)
         self.exit_code: int | None = None
         self._fault: str | None = None
 
-        self.uart = uart.Uart16550(config.serial)
+        self.ioapic = ioapic.IoApic(self._accept_interrupt)
+        self.apic = self._make_apic()
+        self.mmio.add(
+            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
+        )
+        self.mmio.add(
+            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
+        )
+        self.uart = uart.Uart16550(
+            config.serial, irq=lambda level: self.ioapic.set_line(uart.ISA_IRQ, level)
+        )
         self.ports.register(uart.BASE, uart.LENGTH, self.uart.read, self.uart.write)
         self.debug_exit = debugexit.DebugExit(self._guest_exit)
         self.ports.register(
@@ -128,14 +138,6 @@ class Board:
         self.ports.register(PciHost.ADDRESS_PORT, 4, self.pci.read_address, self.pci.write_address)
         self.ports.register(PciHost.DATA_PORT, 4, self.pci.read_data, self.pci.write_data)
         attach_chipset(self.pci)
-        self.ioapic = ioapic.IoApic(self._accept_interrupt)
-        self.apic = apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
-        self.mmio.add(
-            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
-        )
-        self.mmio.add(
-            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
-        )
         self._attach_ahci(config)
         self._stop_requested = False
         self._if_watch: int | None = None
@@ -145,6 +147,14 @@ class Board:
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._unmapped)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._fetch_unmapped)
         uc.hook_add(UC_HOOK_INTR, self._exception)
+
+    def _setup_mmu(self, uc: Uc) -> None:
+        """The virtual TLB with an identity fill skips Unicorn's slow store path (DESIGN.md)."""
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+
+    def _make_apic(self) -> apic.LocalApic:
+        return apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
 
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
@@ -165,11 +175,15 @@ class Board:
         self._idp_base: int | None = None
         self._idp_index = 0
         self.ahci_pci = ahci_function(
-            Bar(ABAR_SIZE, on_move=lambda b: self.mmio.move(abar, b)),
+            Bar(ABAR_SIZE, on_move=lambda b: self._move_region(abar, b)),
             Bar(IDP_SIZE, io=True, on_move=self._move_idp),
         )
         self.pci.attach(31, 2, self.ahci_pci)
         self.ahci_pci.update_decoding()
+
+    def _move_region(self, region: MmioRegion, base: int | None) -> None:
+        """A BAR write moved ``region`` (the guest's config-space write is the cause)."""
+        self.mmio.move(region, base)
 
     def _move_idp(self, base: int | None) -> None:
         if self._idp_base is not None:
