@@ -129,7 +129,9 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
             from emu.machine.linux_board import LinuxBoard as board_class
         else:
             board_class = Board
-        memory = args.memory or (LINUX_MEMORY_MIB if linux else MULTIBOOT_MEMORY_MIB)
+        memory = args.memory
+        if memory is None:
+            memory = LINUX_MEMORY_MIB if linux else MULTIBOOT_MEMORY_MIB
         board = board_class(
             BoardConfig(
                 memory_mib=memory,
