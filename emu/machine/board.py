@@ -110,20 +110,15 @@ class BoardConfig:
 class Board:
     """A q35-shaped PC with no firmware: RAM, COM1, debug exit, PCI bus 0."""
 
+    CPU_MODE = UC_MODE_32  # Unicorn's mode; the Linux board runs in UC_MODE_64
+
     def __init__(self, config: BoardConfig) -> None:
         self.config = config
         self.memory = GuestMemory(config.memory_mib << 20)
-        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc = uc = Uc(UC_ARCH_X86, self.CPU_MODE)
         self.regs = Registers(uc)
         uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.host_address)
-        # Guest RAM stores stay on Unicorn's fast path only with the virtual TLB, data pages
-        # filled without execute permission, and no UC_HOOK_MEM_*_UNMAPPED hook at all (any
-        # one of them sends every RAM store through helper_ret_st*_mmu / notdirty_write;
-        # measured in bench/profiling.py's `perf` mode). So the TLB fill is also where
-        # accesses beyond RAM are decoded: open bus pages, and jumps to nowhere.
-        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        self._tlb_fill_callback = rawhooks.TLB_FILL(self._tlb_fill)
-        rawhooks.hook_add(uc, UC_HOOK_TLB_FILL, rawhooks.function_pointer(self._tlb_fill_callback))
+        self._setup_mmu(uc)
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
         self.ports = PortBus(self.reporter)
         self.mmio = MmioBus(
@@ -133,7 +128,17 @@ class Board:
         self._fault: str | None = None
         self._stop: RunStop | None = None  # a device ended the run (a power cut, ...)
 
-        self.uart = uart.Uart16550(config.serial)
+        self.ioapic = ioapic.IoApic(self._accept_interrupt)
+        self.apic = self._make_apic()
+        self.mmio.add(
+            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
+        )
+        self.mmio.add(
+            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
+        )
+        self.uart = uart.Uart16550(
+            config.serial, irq=lambda level: self.ioapic.set_line(uart.ISA_IRQ, level)
+        )
         self.ports.register(uart.BASE, uart.LENGTH, self.uart.read, self.uart.write)
         self.debug_exit = debugexit.DebugExit(self._guest_exit)
         self.ports.register(
@@ -143,14 +148,6 @@ class Board:
         self.ports.register(PciHost.ADDRESS_PORT, 4, self.pci.read_address, self.pci.write_address)
         self.ports.register(PciHost.DATA_PORT, 4, self.pci.read_data, self.pci.write_data)
         attach_chipset(self.pci)
-        self.ioapic = ioapic.IoApic(self._accept_interrupt)
-        self.apic = apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
-        self.mmio.add(
-            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
-        )
-        self.mmio.add(
-            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
-        )
         self._attach_ahci(config)
         self._stop_requested = False
         self._window = InterruptWindow(uc)
@@ -158,6 +155,19 @@ class Board:
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._exception)
+
+    def _setup_mmu(self, uc: Uc) -> None:
+        """Guest RAM stores stay on Unicorn's fast path only with the virtual TLB, data pages
+        filled without execute permission, and no UC_HOOK_MEM_*_UNMAPPED hook at all (any
+        one of them sends every RAM store through helper_ret_st*_mmu / notdirty_write;
+        measured in bench/profiling.py's `perf` mode). So the TLB fill is also where
+        accesses beyond RAM are decoded: open bus pages, and jumps to nowhere."""
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._tlb_fill_callback = rawhooks.TLB_FILL(self._tlb_fill)
+        rawhooks.hook_add(uc, UC_HOOK_TLB_FILL, rawhooks.function_pointer(self._tlb_fill_callback))
+
+    def _make_apic(self) -> apic.LocalApic:
+        return apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
 
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
@@ -192,7 +202,7 @@ class Board:
         self._idp_base: int | None = None
         self._idp_index = 0
         self.ahci_pci = ahci_function(
-            Bar(ABAR_SIZE, on_move=lambda b: self.mmio.move(abar, b)),
+            Bar(ABAR_SIZE, on_move=lambda b: self._move_region(abar, b)),
             Bar(IDP_SIZE, io=True, on_move=self._move_idp),
         )
         self.pci.attach(31, 2, self.ahci_pci)
@@ -218,6 +228,10 @@ class Board:
         for disk in self.disks:
             if disk is not None:
                 disk.flush_cache()
+
+    def _move_region(self, region: MmioRegion, base: int | None) -> None:
+        """A BAR write moved ``region`` (the guest's config-space write is the cause)."""
+        self.mmio.move(region, base)
 
     def _move_idp(self, base: int | None) -> None:
         if self._idp_base is not None:
