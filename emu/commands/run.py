@@ -31,7 +31,7 @@ or disk file, an output that cannot be written, a --serial or --trace FILE that
 is an image, locked, or a machine's file).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
-idnf, abrt, df, power-cut; triggers port=N,
+idnf, abrt, df, power-cut, stall, latency, link-loss; triggers port=N,
 lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
 The README's "Fault injection" section has the whole vocabulary.
 """
