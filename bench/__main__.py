@@ -26,8 +26,13 @@ import time
 from pathlib import Path
 
 from bench.clock import tsc_hz
+from bench.linux import LINUX_GROUP
 from bench.machines import Ours, RunFailed, find_qemu, machine_info
 from bench.workloads import GROUPS, UNSTABLE_SPREAD, WORKLOADS, Context, Plan, Result
+
+# Linux boots take tens of seconds: in full runs and --only, never in --quick.
+ALL_GROUPS = (*GROUPS, LINUX_GROUP)
+ALL_WORKLOADS = (*WORKLOADS, *LINUX_GROUP.names)
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -78,19 +83,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.reps is not None and args.reps < 1:
         parser.error("--reps must be at least 1")
     for pattern in args.only:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in WORKLOADS) and not any(
-            g.name == pattern for g in GROUPS
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in ALL_WORKLOADS) and not any(
+            g.name == pattern for g in ALL_GROUPS
         ):
             parser.error(f"--only {pattern}: no such workload (see --list)")
     return args
 
 
-def selected_groups(only: list[str]):
+def selected_groups(only: list[str], quick: bool = False):
     if not only:
-        return list(GROUPS)
+        return list(GROUPS) if quick else list(ALL_GROUPS)
     return [
         g
-        for g in GROUPS
+        for g in ALL_GROUPS
         if any(
             g.name == pattern or any(fnmatch.fnmatchcase(n, pattern) for n in g.names)
             for pattern in only
@@ -186,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = Context(plan, workdir, ours, qemu)
-        for group in selected_groups(args.only):
+        for group in selected_groups(args.only, plan.quick):
             t0 = time.perf_counter()
             print(f"  {group.name} ...", end="", flush=True, file=sys.stderr)
             try:
@@ -252,7 +257,7 @@ def _clean(obj: object) -> object:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for group in GROUPS:
+        for group in ALL_GROUPS:
             print(
                 f"{group.name}: {', '.join(group.names)}"
                 + ("" if group.needs_qemu else " (ours only)")

@@ -16,6 +16,9 @@ Fixtures (each test gets its own, in its own ``tmp_path``):
 ``ahci_image``, ``ahci_chain``, ``ahci_boot``
     ``ahci.image``, ``ahci.chain`` and ``ahci.run``, for tests that want only those.
 
+``linux``, ``linux_material``
+    Linux guests: see :mod:`emu.testing.linux_plugin`.
+
 Marker ``@pytest.mark.ahci_oracle``: run the test twice, on ahci-emu and on QEMU
 q35 (``ahci_backend``); QEMU boots raw copies of the disks. Without QEMU the
 QEMU half is skipped, or fails when ``CI=true``.
@@ -52,6 +55,8 @@ SANITIZE_MARKER = "ahci_sanitize"
 _RUNS = pytest.StashKey[list[GuestRun]]()
 _CURRENT = pytest.StashKey[GuestRun]()
 _MAX_SHOWN = 4  # transcripts attached to one failure report
+
+pytest_plugins = ["emu.testing.linux_plugin"]  # the Linux guests' fixtures
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
