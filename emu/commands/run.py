@@ -34,7 +34,7 @@ SIGTERM, 2 on a bad option, option value or fault spec, 1 on any other error
 libunicorn whose internals Linux guests need is not known).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
-idnf, abrt, df, power-cut; triggers port=N,
+idnf, abrt, df, power-cut, stall, latency, link-loss; triggers port=N,
 lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
 The README's "Fault injection" section has the whole vocabulary.
 """

@@ -1,6 +1,7 @@
 """The board: assembles CPU, RAM, buses and devices, loads a guest and runs it."""
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -47,6 +48,7 @@ from emu.ata.cache import VolatileCache
 from emu.ata.disk import AtaDisk
 from emu.ata.faults import DiskFaults
 from emu.faults.plan import FaultPlan
+from emu.faults.port import PortFaults
 from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
@@ -173,8 +175,12 @@ class Board:
         if len(config.disks) > 32:
             raise MachineError("an AHCI controller has at most 32 ports")
         tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
-        if config.faults is not None and tracer is not None:
-            config.faults.listeners.append(tracer._emit)
+        plan = config.faults
+        if plan is not None and tracer is not None:
+            plan.listeners.append(tracer.emit)
+        self.port_faults = (
+            PortFaults(plan) if plan is not None and plan.layer_faults("ahci") else None
+        )
         self.disks = [
             None if dev is None else self._disk(config, port, dev)
             for port, dev in enumerate(config.disks)
@@ -187,17 +193,20 @@ class Board:
             lambda: bool(self.ahci_pci.config[COMMAND] & COMMAND_BUS_MASTER),
             tracer,
             intx=self._ahci_intx,
+            faults=self.port_faults,
         )
         self.sanitizer: Sanitizer | None = None
-        self._abar_write = self.hba.write
+        self._abar_read, self._abar_write = self.hba.read, self.hba.write
+        if self.port_faults is not None:  # what a fault holds back comes due at an access
+            self._abar_read, self._abar_write = _due_first(self.port_faults, self.hba)
         if config.sanitize is not None:
             self.sanitizer = Sanitizer(
                 self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
             )
             if tracer is not None:
-                self.sanitizer.listeners.append(tracer._emit)
-            self._abar_write = self.sanitizer.watch(self.hba.write)
-        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self._abar_write)
+                self.sanitizer.listeners.append(tracer.emit)
+            self._abar_write = self.sanitizer.watch(self._abar_write)
+        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self._abar_read, self._abar_write)
         self.mmio.add(abar, None)
         self._idp_base: int | None = None
         self._idp_index = 0
@@ -244,7 +253,7 @@ class Board:
         if offset == IDP_INDEX:
             return self._idp_index
         if offset == IDP_DATA:
-            return self.hba.read(self._idp_index, size)
+            return self._abar_read(self._idp_index, size)
         return 0
 
     def _idp_write(self, offset: int, size: int, value: int) -> None:
@@ -443,8 +452,16 @@ class Board:
             raise GuestFault(f"guest stopped for no known reason at EIP=0x{eip:08x}")
         if not self.regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             raise GuestFault(f"guest halted with interrupts disabled at EIP=0x{eip - 1:08x}")
-        # Devices act only inside the guest's own accesses, so nothing pending now can
-        # arrive later: only the time budget (or Ctrl-C) ends this halt.
+        # Devices act inside the guest's own accesses, and at the times an injected fault
+        # holds something back for: nothing else can wake the guest but the time budget
+        # (or Ctrl-C).
+        faults = self.port_faults
+        while faults is not None and (deadline := faults.next_deadline()) is not None:
+            if watchdog.wait(max(0.0, deadline - time.monotonic())):
+                return
+            faults.run_due()
+            if self._interrupt_ready():
+                return
         watchdog.wait()
 
     def _describe(self, exc: UcError) -> str:
@@ -455,3 +472,20 @@ class Board:
         if exc.errno == UC_ERR_EXCEPTION:
             return f"unhandled CPU exception at EIP=0x{self.eip():08x}"
         return f"CPU stopped: {exc} at EIP=0x{self.eip():08x}"
+
+
+def _due_first(faults: PortFaults, hba: AhciHba):
+    """The HBA's MMIO read and write, each running first what injected faults held back
+    until now (a completion, a link coming back)."""
+
+    def read(offset: int, size: int) -> int:
+        if faults.pending:
+            faults.run_due()
+        return hba.read(offset, size)
+
+    def write(offset: int, size: int, value: int) -> None:
+        if faults.pending:
+            faults.run_due()
+        hba.write(offset, size, value)
+
+    return read, write
