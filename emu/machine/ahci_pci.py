@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from emu.ahci.hba import AhciHba
-from emu.machine.bus import MmioBus, MmioRegion, PortBus, WriteFn
+from emu.machine.bus import MmioBus, MmioRegion, PortBus, ReadFn, WriteFn
 from emu.machine.memory import GuestMemory
 from emu.machine.pci import (
     CAP_ID_MSI,
@@ -33,6 +33,7 @@ from emu.machine.q35 import (
 if TYPE_CHECKING:
     from emu.ahci.trace import Tracer
     from emu.ata.disk import AtaDisk
+    from emu.faults.port import PortFaults
 
 DEVICE, FUNCTION = 31, 2
 ABAR_ADDRESS = 0xFEBFF000
@@ -123,11 +124,11 @@ class AhciFunction:
         msi: Callable[[int, int], None],
         intx: Callable[[bool], None],
         tracer: "Tracer | None" = None,
+        faults: "PortFaults | None" = None,
     ) -> None:
         self._msi = msi
         self._intx_line = intx
         self._abar: MmioRegion | None = None
-        self._mmio: MmioBus | None = None
         self._ports: PortBus | None = None
         self._idp_base: int | None = None
         self._idp_index = 0
@@ -137,15 +138,26 @@ class AhciFunction:
         self.config.present = sum(
             1 << port for port, disk in enumerate(disks[:PCS_PORTS]) if disk is not None
         )
-        self.hba = AhciHba(memory, disks, self._interrupt, self.bus_master, tracer, intx=self._intx)
-        # What guest writes to the HBA's registers (ABAR or the data port) go through; a
-        # checker of the guest's driver wraps it before the function is attached.
+        self.hba = AhciHba(
+            memory, disks, self._interrupt, self.bus_master, tracer, intx=self._intx, faults=faults
+        )
+        # What guest accesses to the HBA's registers (ABAR or the data port) go through:
+        # fault injection or a checker of the guest's driver wraps them before attach().
+        self.read: ReadFn = self.hba.read
         self.write: WriteFn = self.hba.write
 
-    def attach(self, pci: PciHost, mmio: MmioBus, ports: PortBus) -> None:
-        """Plug in at 00:1f.2; the BARs decode where firmware left them."""
-        self._mmio, self._ports = mmio, ports
-        self._abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.write)
+    def attach(
+        self,
+        pci: PciHost,
+        mmio: MmioBus,
+        ports: PortBus,
+        move_region: Callable[[MmioRegion, int | None], None],
+    ) -> None:
+        """Plug in at 00:1f.2; the BARs decode where firmware left them. ``move_region``
+        moves the ABAR's MMIO region when the guest moves BAR5."""
+        self._ports = ports
+        self._move_region = move_region
+        self._abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.read, self.write)
         mmio.add(self._abar, None)
         pci.attach(DEVICE, FUNCTION, self.config)
         self.config.update_decoding()
@@ -158,7 +170,7 @@ class AhciFunction:
 
     def _move_abar(self, base: int | None) -> None:
         if self._abar is not None:
-            self._mmio.move(self._abar, base)
+            self._move_region(self._abar, base)
 
     def _move_idp(self, base: int | None) -> None:
         if self._ports is None:
@@ -173,7 +185,7 @@ class AhciFunction:
         if offset == IDP_INDEX:
             return self._idp_index
         if offset == IDP_DATA:
-            return self.hba.read(self._idp_index, size)
+            return self.read(self._idp_index, size)
         return 0
 
     def _idp_write(self, offset: int, size: int, value: int) -> None:
