@@ -8,7 +8,7 @@ from emu.ahci import regs
 from emu.ahci.hba import AhciHba
 from emu.ata.disk import AtaDisk
 from emu.machine.memory import GuestMemory
-from emu.storage.raw import RawImage
+from emu.testing.memory_disk import MemoryDevice
 
 CLB = 0x10000  # command list of port n at CLB + n * 0x1000
 FB = 0x40000  # FIS area of port n at FB + n * 0x100
@@ -20,7 +20,7 @@ DATA = 0x200000
 class Machine:
     memory: GuestMemory
     hba: AhciHba
-    disks: list[RawImage]
+    disks: list[MemoryDevice]
     interrupts: list[int] = field(default_factory=list)
     bus_master: bool = True
 
@@ -81,6 +81,12 @@ class Machine:
     def prdbc(self, slot: int, port: int = 0) -> int:
         return struct.unpack_from("<I", self.memory.mem, CLB + port * 0x1000 + slot * 32 + 4)[0]
 
+    def disk_bytes(self, lba: int, count: int, disk: int = 0) -> bytes:
+        """``count`` sectors from ``lba`` of disk ``disk``, as the medium holds them."""
+        buffer = bytearray(count * 512)
+        self.disks[disk].readv(lba * 512, [memoryview(buffer)])
+        return bytes(buffer)
+
     def rfis(self, offset: int, length: int, port: int = 0) -> bytes:
         return self.memory.read(FB + port * 0x100 + offset, length)
 
@@ -116,26 +122,24 @@ def h2d(
 
 
 def make_machine(
-    tmp_path,
     disk_sizes=(1 << 20,),
     ports: int = 6,
     pattern: bool = True,
     memory_mib: int = 16,
     faults=None,
 ) -> Machine:
+    """An HBA with in-memory disks (emu.testing.memory_disk) on its first ports, so that
+    these tests exercise the HBA and not the image files; ``pattern`` fills every
+    sector with :func:`sector_pattern`."""
     memory = GuestMemory(memory_mib << 20)
-    images = []
+    devices = []
     for index, size in enumerate(disk_sizes):
-        path = tmp_path / f"disk{index}.img"
-        with open(path, "wb") as f:
-            if pattern:
-                for lba in range(size // 512):
-                    f.write(struct.pack("<Q", lba | index << 56) * 64)
-            else:
-                f.truncate(size)
-        images.append(RawImage(str(path)))
-    disks = [AtaDisk(image) for image in images] + [None] * (ports - len(images))
-    machine = Machine(memory, None, images)  # type: ignore[arg-type]
+        device = MemoryDevice(size // 512, identity=f"mem:{index}")
+        if pattern:
+            device.sectors = {lba: sector_pattern(lba, index) for lba in range(size // 512)}
+        devices.append(device)
+    disks = [AtaDisk(device) for device in devices] + [None] * (ports - len(devices))
+    machine = Machine(memory, None, devices)  # type: ignore[arg-type]
     machine.hba = AhciHba(
         memory,
         disks,

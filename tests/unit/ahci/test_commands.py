@@ -20,8 +20,8 @@ WRITE_FPDMA = 0x61
 
 
 @pytest.fixture
-def m(tmp_path):
-    machine = make_machine(tmp_path, disk_sizes=(1 << 20,))
+def m():
+    machine = make_machine(disk_sizes=(1 << 20,))
     machine.start(0)
     return machine
 
@@ -57,10 +57,7 @@ def test_write_dma_ext_lands_in_the_file(m):
     m.command(0, h2d(WRITE_DMA_EXT, lba=100, count=2), [(DATA, 512), (DATA + 512, 512)], write=True)
     m.issue(1)
     assert m.preg(0, regs.PxTFD) == 0x50
-    with open(m.disks[0].path, "rb") as f:
-        f.seek(100 * 512)
-        assert f.read(1024) == b"\xa5" * 1024
-        assert f.read(512) == sector_pattern(102)
+    assert m.disk_bytes(100, 3) == b"\xa5" * 1024 + sector_pattern(102)
 
 
 def test_identify_posts_pio_setup_and_no_d2h(m):
@@ -83,9 +80,7 @@ def test_pio_write_posts_setup_then_d2h(m):
     m.issue(1)
     assert m.preg(0, regs.PxIS) & regs.IS_DHRS
     assert m.rfis(fis.RFIS_PSFIS, 1)[0] == fis.TYPE_PIO_SETUP
-    with open(m.disks[0].path, "rb") as f:
-        f.seek(7 * 512)
-        assert f.read(512) == b"\x11" * 512
+    assert m.disk_bytes(7, 1) == b"\x11" * 512
 
 
 READ_SECTORS_EXT = 0x24
@@ -145,9 +140,7 @@ def test_pio_write_of_more_than_one_block_sets_pss(m, command, count, pss):
     flags, transfer_count = _pio_setup(m)
     assert not flags & fis.FLAG_D and bool(flags & fis.FLAG_I) == pss
     assert transfer_count == (512 if command == WRITE_SECTORS else (count - 1) % 16 * 512 + 512)
-    with open(m.disks[0].path, "rb") as f:
-        f.seek(8 * 512)
-        assert f.read(count * 512) == b"\x3c" * count * 512
+    assert m.disk_bytes(8, count) == b"\x3c" * count * 512
 
 
 def test_read_past_end_sets_idnf_and_halts_port(m):
@@ -258,10 +251,8 @@ def test_ncq_32_tags_complete_through_sdb(m):
     assert m.preg(0, regs.PxIS) & regs.IS_SDBS
     for tag in range(1, 32, 2):
         assert m.memory.read(DATA + tag * 0x1000, 512) == sector_pattern(tag * 4)
-    with open(m.disks[0].path, "rb") as f:
-        for tag in range(0, 32, 2):
-            f.seek(tag * 4 * 512)
-            assert f.read(1024) == bytes([tag]) * 1024
+    for tag in range(0, 32, 2):
+        assert m.disk_bytes(tag * 4, 2) == bytes([tag]) * 1024
     sdb = m.rfis(fis.RFIS_SDBFIS, 8)  # one SDB FIS completes the whole batch
     assert sdb[0] == fis.TYPE_SET_DEVICE_BITS and struct.unpack_from("<I", sdb, 4)[0] == 0xFFFFFFFF
 
@@ -308,8 +299,8 @@ def test_software_reset_by_control_fises_reports_the_signature(m):
     assert m.preg(0, regs.PxSIG) == regs.SIG_ATA
 
 
-def test_trace_records_each_command(tmp_path):
-    m = make_machine(tmp_path)
+def test_trace_records_each_command():
+    m = make_machine()
     stream = io.StringIO()
     for port in m.hba.ports:
         port.observer = Tracer(stream)

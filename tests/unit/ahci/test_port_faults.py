@@ -22,7 +22,7 @@ class Clock:
 def faulty(tmp_path, *specs):
     clock = Clock()
     faults = PortFaults(FaultPlan([parse_fault(s) for s in specs]), clock)
-    m = make_machine(tmp_path, faults=faults)
+    m = make_machine(faults=faults)
     m.start(0)
     m.set_preg(0, regs.PxIE, 0xFFFFFFFF)
     m.set_reg(regs.GHC, regs.GHC_AE | regs.GHC_IE)

@@ -7,8 +7,8 @@ from emu.ahci import fis, regs
 
 
 @pytest.fixture
-def m(tmp_path):
-    return make_machine(tmp_path)
+def m():
+    return make_machine()
 
 
 def test_global_reset_values_match_q35(m):

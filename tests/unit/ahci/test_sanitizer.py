@@ -20,7 +20,7 @@ class Watched:
     """A machine whose register writes go through a Sanitizer."""
 
     def __init__(self, tmp_path, *, strict: bool = False) -> None:
-        self.m = make_machine(tmp_path, disk_sizes=(1 << 20, 1 << 20))
+        self.m = make_machine(disk_sizes=(1 << 20, 1 << 20))
         self.err = io.StringIO()
         self.san = Sanitizer(self.m.hba, self.m.memory, lambda: EIP, strict=strict, stream=self.err)
         self.m.hba.write = self.san.watch(self.m.hba.write)
