@@ -8,26 +8,18 @@ Lines may differ only where tests/oracle/differences.toml says so, with a reason
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from emu.testing.rig import qemu_command as rig_qemu_command
+from emu.testing.results import GuestRun
+from emu.testing.rig import Rig
 
 ORACLE_DIR = Path(__file__).resolve().parent
 ROOT = ORACLE_DIR.parent.parent
 GUESTS = ROOT / "guest_images"
 QEMU = "qemu-system-x86_64"
-
-
-@dataclass
-class Run:
-    transcript: str
-    exit_code: int
 
 
 def require_qemu() -> str:
@@ -40,35 +32,18 @@ def require_qemu() -> str:
     return path
 
 
-def qemu_command(guest: Path, append: str = "", disks: tuple[Path, ...] = ()) -> list[str]:
-    return rig_qemu_command(guest, append, list(enumerate(disks)), require_qemu())
-
-
-def run_qemu(
-    guest: Path, append: str = "", disks: tuple[Path, ...] = (), timeout: float = 60
-) -> Run:
-    proc = subprocess.run(
-        qemu_command(guest, append, disks), capture_output=True, timeout=timeout, check=False
-    )
-    status = proc.returncode
-    if status & 1 == 0:
-        raise AssertionError(
-            f"QEMU ended without the guest's debug exit (status {status}): "
-            f"{proc.stderr.decode(errors='replace')}"
-        )
-    return Run(proc.stdout.decode(errors="replace"), status >> 1)
-
-
-def run_ours(
-    guest: Path, append: str = "", disks: tuple[Path, ...] = (), timeout: float = 60
-) -> Run:
-    cmd = [sys.executable, "-m", "emu.cli", "run", str(guest), "--timeout", str(timeout)]
-    if append:
-        cmd += ["--append", append]
-    for disk in disks:
-        cmd += ["--disk", str(disk)]
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout + 10, check=False, cwd=ROOT)
-    return Run(proc.stdout.decode(errors="replace"), proc.returncode)
+def boot(
+    guest: Path, root: Path, backend: str, append: str = "", disks: tuple[Path, ...] = ()
+) -> GuestRun:
+    """Boot ``guest`` under ahci-emu (``backend="emu"``) or QEMU q35 (``"qemu"``) through
+    emu.testing's rig, the one runner of guests in the tests."""
+    if backend == "qemu":
+        require_qemu()
+    rig = Rig(root, backend=backend, runner="subprocess", timeout=60)
+    run = rig.run(guest, *disks, append=append, report_checks=False)
+    if backend == "qemu" and "without the guest's debug exit" in run.stderr:
+        raise AssertionError(run.describe())
+    return run
 
 
 def load_differences(path: Path = ORACLE_DIR / "differences.toml") -> list[dict]:
@@ -80,7 +55,7 @@ def load_differences(path: Path = ORACLE_DIR / "differences.toml") -> list[dict]
     return entries
 
 
-def _exit_code_counts_failures(run: Run) -> bool:
+def _exit_code_counts_failures(run: GuestRun) -> bool:
     """A test guest exits with its number of failed checks (capped at 100). Exit codes that
     differ only because each is its own ``not ok`` count are explained by those lines,
     which are compared one by one."""
@@ -88,7 +63,7 @@ def _exit_code_counts_failures(run: Run) -> bool:
     return run.exit_code == min(failed, 100)
 
 
-def unexplained(guest: str, ours: Run, theirs: Run, differences: list[dict]) -> list[str]:
+def unexplained(guest: str, ours: GuestRun, theirs: GuestRun, differences: list[dict]) -> list[str]:
     """Every way the two runs differ that differences.toml does not allow."""
     allowed = [d for d in differences if guest in d["guests"] or "*" in d["guests"]]
     problems = []

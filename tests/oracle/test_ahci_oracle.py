@@ -18,7 +18,7 @@ runs them on ahci-emu.
 from __future__ import annotations
 
 import pytest
-from harness import load_differences, run_ours, run_qemu, unexplained
+from harness import boot, load_differences, unexplained
 from support.ahci_guests import CASES
 
 ORACLE_CASES = [case for case in CASES if case.oracle]
@@ -31,11 +31,12 @@ QEMU_ATTEMPTS = 3
 @pytest.mark.parametrize("case", ORACLE_CASES, ids=[c.id for c in ORACLE_CASES])
 def test_ahci_guest_matches_qemu(case, tmp_path):
     elf = case.elf()
-    ours = run_ours(elf, case.append, case.make_disks(tmp_path / "ours"))
+    ours = boot(elf, tmp_path / "ours-rig", "emu", case.append, case.make_disks(tmp_path / "ours"))
     differences = load_differences()
     attempts = []
     for attempt in range(QEMU_ATTEMPTS):
-        theirs = run_qemu(elf, case.append, case.make_disks(tmp_path / f"qemu{attempt}"))
+        disks = case.make_disks(tmp_path / f"qemu{attempt}")
+        theirs = boot(elf, tmp_path / f"qemu{attempt}-rig", "qemu", case.append, disks)
         assert theirs.transcript, "QEMU printed nothing: the oracle would prove nothing"
         attempts.append(unexplained(case.guest, ours, theirs, differences))
         if not attempts[-1]:

@@ -1,6 +1,13 @@
 """The oracle's comparison itself: it must catch every unexplained difference."""
 
-from harness import Run, load_differences, unexplained
+from harness import load_differences, unexplained
+
+from emu.testing.results import GuestRun
+
+
+def guest_run(transcript: str, exit_code: int) -> GuestRun:
+    return GuestRun("g", "emu", [], exit_code, transcript)
+
 
 ALLOW_MODEL = [
     {
@@ -13,11 +20,11 @@ ALLOW_MODEL = [
 
 
 def test_identical_runs_have_no_differences():
-    assert unexplained("g", Run("a\nb\n", 0), Run("a\nb\n", 0), []) == []
+    assert unexplained("g", guest_run("a\nb\n", 0), guest_run("a\nb\n", 0), []) == []
 
 
 def test_differing_line_exit_code_and_length_are_all_reported():
-    problems = unexplained("g", Run("a\nX\nc\n", 1), Run("a\nb\n", 0), [])
+    problems = unexplained("g", guest_run("a\nX\nc\n", 1), guest_run("a\nb\n", 0), [])
     assert problems == [
         "exit code: ours 1, QEMU 0",
         "line count: ours 3, QEMU 2",
@@ -26,7 +33,10 @@ def test_differing_line_exit_code_and_length_are_all_reported():
 
 
 def test_listed_difference_is_allowed_only_for_its_guest():
-    ours, theirs = Run("model: AHCI-EMU HARDDISK\n", 0), Run("model: QEMU HARDDISK\n", 0)
+    ours, theirs = (
+        guest_run("model: AHCI-EMU HARDDISK\n", 0),
+        guest_run("model: QEMU HARDDISK\n", 0),
+    )
     assert unexplained("ident", ours, theirs, ALLOW_MODEL) == []
     assert unexplained("other", ours, theirs, ALLOW_MODEL) != []
 
@@ -37,8 +47,10 @@ def test_differences_file_entries_all_carry_a_reason():
 
 
 def test_exit_codes_that_count_explained_failures_are_accepted():
-    ours = Run("ok 1 - a\nok 2 - b\n", 0)
-    theirs = Run("ok 1 - a\nnot ok 2 - b: x\n", 1)
+    ours = guest_run("ok 1 - a\nok 2 - b\n", 0)
+    theirs = guest_run("ok 1 - a\nnot ok 2 - b: x\n", 1)
     allow = [{"guests": ["g"], "ours": r"ok 2 - b", "qemu": r"not ok 2 - b: .*", "reason": "r"}]
     assert unexplained("g", ours, theirs, allow) == []
-    assert unexplained("g", ours, Run(theirs.transcript, 7), allow) == ["exit code: ours 0, QEMU 7"]
+    assert unexplained("g", ours, guest_run(theirs.transcript, 7), allow) == [
+        "exit code: ours 0, QEMU 7"
+    ]

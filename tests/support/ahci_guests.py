@@ -12,12 +12,11 @@ comment says which sectors it writes.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from emu.testing.results import GuestRun
+from emu.testing.rig import Rig
 from support.disks import SECTOR, bad_sectors, make_disk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,57 +193,8 @@ CASES: tuple[Case, ...] = (
 # ---- running our emulator and reading the transcript ---------------------------
 
 
-@dataclass
-class Result:
-    transcript: str
-    exit_code: int
-    stderr: str = ""
-
-
-def run_ours(case: Case, disks: tuple[Path, ...], timeout: float = 30) -> Result:
-    """``python -m emu.cli run GUEST --append ... --disk ...`` from the checkout."""
-    cmd = [sys.executable, "-m", "emu.cli", "run", str(case.elf()), "--timeout", str(timeout)]
-    if case.append:
-        cmd += ["--append", case.append]
-    for disk in disks:
-        cmd += ["--disk", str(disk)]
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout + 30, check=False, cwd=ROOT)
-    return Result(
-        proc.stdout.decode(errors="replace"), proc.returncode, proc.stderr.decode(errors="replace")
-    )
-
-
-_TAP_LINE = re.compile(r"(not ok|ok) (\d+) - (.*)")
-_PLAN = re.compile(r"1\.\.(\d+)")
-
-
-@dataclass
-class Tap:
-    passed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    plan: int | None = None
-    problems: list[str] = field(default_factory=list)
-
-
-def parse_tap(transcript: str, need_plan: bool = True) -> Tap:
-    """The ok / not ok lines and the plan of a guest's transcript, with any
-    inconsistency (numbering, plan) in ``problems``."""
-    tap = Tap()
-    expected = 1
-    for line in transcript.splitlines():
-        m = _TAP_LINE.fullmatch(line)
-        if m:
-            if int(m.group(2)) != expected:
-                tap.problems.append(f"check {m.group(2)} where {expected} was expected")
-            expected = int(m.group(2)) + 1
-            (tap.passed if m.group(1) == "ok" else tap.failed).append(line)
-            continue
-        m = _PLAN.fullmatch(line)
-        if m:
-            tap.plan = int(m.group(1))
-    if tap.plan is None:
-        if need_plan:
-            tap.problems.append("no plan line (1..N)")
-    elif tap.plan != len(tap.passed) + len(tap.failed):
-        tap.problems.append(f"plan 1..{tap.plan} but {expected - 1} checks")
-    return tap
+def boot(case: Case, disks: tuple[Path, ...], root: Path, backend: str = "emu") -> GuestRun:
+    """Boot the case's guest on ``disks`` through emu.testing's rig, as ``ahci-emu run``
+    (``backend="emu"``, in a subprocess) or QEMU q35 (``"qemu"``) runs it."""
+    rig = Rig(root, backend=backend, runner="subprocess", timeout=30)
+    return rig.run(case.elf(), *disks, append=case.append, report_checks=False)
