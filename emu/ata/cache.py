@@ -42,9 +42,8 @@ class VolatileCache:
         """Sector writes not yet on the medium."""
         return len(self._log)
 
-    def sources(self, offset: int, length: int) -> list[tuple[int, int, str | None]] | None:
-        sources = getattr(self._dev, "sources", None)
-        return None if sources is None else sources(offset, length)
+    def sources(self, offset: int, length: int) -> list[tuple[int, int, str | None]]:
+        return self._dev.sources(offset, length)
 
     def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
         self._dev.readv(offset, buffers)

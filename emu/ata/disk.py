@@ -272,12 +272,11 @@ class AtaDisk:
         self._dev.flush()
 
     def read_sources(self, req: Request) -> list[tuple[int, int, str | None]] | None:
-        """For a read, which backing image serves each byte range (the medium's
+        """For a read, which file serves each byte range (the block device's
         ``sources``: (offset, length, path or None for zeros)); None otherwise."""
-        sources = getattr(self._dev, "sources", None)
-        if sources is None or req.taskfile.command not in _SECTOR_READS:
+        if req.taskfile.command not in _SECTOR_READS:
             return None
-        return sources(req.lba * SECTOR_SIZE, req.nbytes)
+        return self._dev.sources(req.lba * SECTOR_SIZE, req.nbytes)
 
     # -- decoding -----------------------------------------------------------
 

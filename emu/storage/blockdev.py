@@ -30,6 +30,11 @@ class BlockDevice(Protocol):
     def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
         """Fill ``buffers`` in order with the bytes starting at ``offset``."""
 
+    def sources(self, offset: int, length: int) -> list[tuple[int, int, str | None]]:
+        """Where the bytes [offset, offset+length) come from, in order: (offset, length,
+        the file serving them, or None where they read as zeros). `--trace` records it
+        for every read."""
+
     def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         """Write the bytes of ``buffers`` in order starting at ``offset``."""
 

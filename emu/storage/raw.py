@@ -109,6 +109,10 @@ class RawImage:
     readv = read_at
     writev = write_at
 
+    def sources(self, offset: int, length: int) -> list[tuple[int, int, str | None]]:
+        """Every byte of a raw disk comes from its one file."""
+        return [(offset, length, self.path)]
+
     def allocate_block(self, index: int, buffers: Sequence[memoryview]) -> int:
         """Raw blocks are always in place: write the data there."""
         offset = index * BLOCK_SIZE

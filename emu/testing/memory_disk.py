@@ -43,6 +43,20 @@ class MemoryDevice:
             buf[:] = data[pos : pos + len(buf)]
             pos += len(buf)
 
+    def sources(self, offset: int, length: int) -> list[tuple[int, int, str | None]]:
+        """Sectors never written read as zeros (None); the others come from the device,
+        named by its identity."""
+        pieces: list[tuple[int, int, str | None]] = []
+        for sector in range(offset // SECTOR_SIZE, (offset + length) // SECTOR_SIZE):
+            source = self.identity if sector in self.sectors else None
+            start = sector * SECTOR_SIZE
+            if pieces and pieces[-1][2] == source:
+                first, size, _ = pieces[-1]
+                pieces[-1] = (first, size + SECTOR_SIZE, source)
+            else:
+                pieces.append((start, SECTOR_SIZE, source))
+        return pieces
+
     def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         data = b"".join(buffers)
         if self.read_only:

@@ -322,5 +322,6 @@ def test_trace_records_each_command():
         "prdt": [[DATA, 512]],
         "status": 0x50,
         "error": 0,
+        "sources": [[3 * 512, 512, "mem:0"]],  # the block device's sources()
     }
     assert second["event"] == "failure" and second["error"] == 0x10
