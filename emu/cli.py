@@ -14,7 +14,7 @@ import sys
 
 from emu import interrupt
 
-COMMANDS = ("run", "image", "vm")
+COMMANDS = ("run", "image", "vm", "linux")
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, resolve_guest
 from emu.storage.blockdev import BlockDevice
+from emu.storage.ownership import check_output
 
 if TYPE_CHECKING:
     from emu.faults.plan import FaultPlan
@@ -21,11 +22,13 @@ MAX_TIMEOUT = 1_000_000.0  # seconds (11.6 days): any longer is a typo, not a bu
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
-124 when the guest outlives --timeout, 125 on a stray access under --strict,
+124 when the guest outlives --timeout, 125 on a stray access under --strict
+or a violation under --sanitize=strict,
 126 on a CPU exception the guest does not handle (or a halt it cannot leave),
 137 when an injected power cut ends the run, 130 on Ctrl-C or SIGTERM,
 2 on a bad option, option value or fault spec, 1 on any other error (bad guest
-or disk file, an output that cannot be written).
+or disk file, an output that cannot be written, a --serial or --trace FILE that
+is an image, locked, or a machine's file).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
 idnf, abrt, df, power-cut; triggers port=N,
@@ -124,6 +127,15 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "completed write is durable)",
     )
     parser.add_argument(
+        "--sanitize",
+        nargs="?",
+        const="report",
+        choices=("report", "strict"),
+        metavar="strict",
+        help="report each AHCI rule the guest's driver breaks (once per rule and port); "
+        "--sanitize=strict stops at the first (exit status 125)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="say on stderr each injected fault that fires",
@@ -167,6 +179,9 @@ def boot(
     guest = resolve_guest(args.guest, note=_note)
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
+    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
+        if path is not None:
+            check_output(path, option)  # after the disks are open: their locks count
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
@@ -180,6 +195,7 @@ def boot(
                 trace_registers=args.trace_regs,
                 faults=faults,
                 write_cache=args.write_cache == "on",
+                sanitize=args.sanitize,
             )
         )
         board.load(guest, args.append)

@@ -58,6 +58,7 @@ from emu.machine.pagewalk import translate
 from emu.machine.pci import COMMAND, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
 from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
 from emu.machine.watchdog import Watchdog
+from emu.sanitizer.checker import Sanitizer
 from emu.storage.blockdev import BlockDevice
 
 EFLAGS_IF = 1 << 9
@@ -102,6 +103,7 @@ class BoardConfig:
     trace_registers: bool = False
     faults: FaultPlan | None = None  # injected faults (--fault), None: none
     write_cache: bool = True  # the disks' volatile write cache at power-on
+    sanitize: str | None = None  # --sanitize: "report" or "strict"; None: off
 
 
 class Board:
@@ -173,7 +175,16 @@ class Board:
             tracer,
             intx=self._ahci_intx,
         )
-        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.hba.write)
+        self.sanitizer: Sanitizer | None = None
+        self._abar_write = self.hba.write
+        if config.sanitize is not None:
+            self.sanitizer = Sanitizer(
+                self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
+            )
+            if tracer is not None:
+                self.sanitizer.listeners.append(tracer._emit)
+            self._abar_write = self.sanitizer.watch(self.hba.write)
+        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self._abar_write)
         self.mmio.add(abar, None)
         self._idp_base: int | None = None
         self._idp_index = 0
@@ -223,7 +234,7 @@ class Board:
         if offset == IDP_INDEX:
             self._idp_index = value & 0xFFC
         elif offset == IDP_DATA:
-            self.hba.write(self._idp_index, size, value)
+            self._abar_write(self._idp_index, size, value)
 
     def _ahci_interrupt(self) -> None:
         """The HBA raised an interrupt: an MSI to the local APIC when MSI is enabled."""
