@@ -55,3 +55,20 @@ def _builtin(name: str) -> str:
         known = ", ".join(builtin_guests())
         raise EmuError(f"{name}: no such guest file or built-in guest (built-in: {known})")
     return str(image)
+
+
+def guest_kind(path: str) -> str:
+    """"linux" for a bzImage, "multiboot" for an ELF (the multiboot loader checks the
+    rest), as QEMU's -kernel tells them apart by header; EmuError for anything else."""
+    from emu.machine.bzimage import is_bzimage
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x400)
+    except OSError as exc:
+        raise EmuError(f"{path}: {exc.strerror}") from exc
+    if is_bzimage(head):
+        return "linux"
+    if head.startswith(b"\x7fELF"):
+        return "multiboot"
+    raise EmuError(f"{path}: neither a multiboot ELF nor a Linux bzImage")
