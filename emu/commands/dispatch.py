@@ -45,7 +45,7 @@ def run_command(argv: list[str], owns_stdout: bool) -> int:
         args = build_parser(argv).parse_args(argv)
         status = args.handler(args)
         if owns_stdout:
-            sys.stdout.flush()  # a closed pipe or a full disk on stdout surfaces here
+            _flush_stdout()
         return status
     except EmuError as exc:
         return fail(str(exc), exc.exit_status)
@@ -68,9 +68,21 @@ def run_command(argv: list[str], owns_stdout: bool) -> int:
 
 def fail(message: str, status: int) -> int:
     """Print ``message`` as the command's one error line; return ``status``."""
+    line = " ".join(message.splitlines())  # an exception's text may span lines
     with contextlib.suppress(OSError, ValueError):  # stderr gone: the status says it all
-        print(f"ahci-emu: error: {message}", file=sys.stderr, flush=True)
+        print(f"ahci-emu: error: {line}", file=sys.stderr, flush=True)
     return status
+
+
+def _flush_stdout() -> None:
+    """What is still buffered for stdout goes out here: a closed pipe stays
+    BrokenPipeError; any other failure (a full disk) names stdout."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise EmuError(f"stdout: cannot write: {exc.strerror or exc}") from exc
 
 
 def _raised_by_interrupt(exc: BaseException) -> bool:

@@ -264,16 +264,22 @@ def open_output(path: str | None, mode: str, default: IO | None) -> Iterator[IO 
         if default is None:
             yield None
             return
+        yield _NamedOutput(default, "stdout")
         with _named_errors("stdout"):
-            yield _NamedOutput(default, "stdout")
             default.flush()
         return
     try:
         stream = open(path, mode)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise EmuError(f"{path}: cannot write: {exc.strerror}") from exc
-    with _named_errors(path), stream:
+    try:
         yield _NamedOutput(stream, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            stream.close()
+        raise
+    with _named_errors(path):
+        stream.close()  # what is still buffered is written here
 
 
 class _NamedOutput:

@@ -222,6 +222,7 @@ def _raise(exc: BaseException):
     ("exc", "status", "line"),
     [
         (RuntimeError("boom"), 70, "ahci-emu: error: internal error: RuntimeError: boom (at "),
+        (ValueError("two\nlines"), 70, "ahci-emu: error: internal error: ValueError: two lines"),
         (PermissionError(13, "Permission denied", "/x"), 1, "ahci-emu: error: /x: Permission"),
         (MemoryError(), 1, "ahci-emu: error: out of memory"),
         (KeyboardInterrupt(), 130, "ahci-emu: error: interrupted"),
