@@ -125,6 +125,20 @@ def _extent(tf: TaskFile) -> tuple[int, int]:
     return tf.lba, tf.count or 0x10000
 
 
+def sector_range(tf: TaskFile) -> tuple[int, int]:
+    """(first LBA, sectors) a read, verify or write addresses; (0, 0) for other commands."""
+    command = tf.command
+    if command in _SECTOR_READS or command in _VERIFIES or command in _SECTOR_WRITES:
+        return _extent(tf)
+    return 0, 0
+
+
+def transfers_data(tf: TaskFile) -> bool:
+    """Does ``tf``'s command move data (so its PRDT must describe some)?"""
+    entry = _COMMANDS.get(tf.command)
+    return entry is not None and entry.protocol not in (Protocol.NON_DATA, Protocol.DIAGNOSTIC)
+
+
 def _error_device(tf: TaskFile, lba: int) -> int:
     """The DEVICE field of an error completion: LBA(27:24) in bits 3:0 for 28-bit commands."""
     if tf.command in _LBA28_COMMANDS:
@@ -241,13 +255,13 @@ class AtaDisk:
     def _inject(self, req: Request, buffers: Sequence[memoryview]) -> None:
         """Raise the error an injected fault gives this command, if one fires."""
         command = req.taskfile.command
-        if command in _SECTOR_READS or command in _VERIFIES:
-            extent, kind = _extent(req.taskfile), "read" if req.nbytes else ""
-        elif command in _SECTOR_WRITES:
-            extent, kind = _extent(req.taskfile), "write"
+        if command in _SECTOR_WRITES:
+            kind = "write"
+        elif command in _SECTOR_READS:
+            kind = "read"
         else:
-            extent, kind = (0, 0), ""
-        error = self._faults.inject(req, extent, kind, self._dev, buffers)
+            kind = ""  # verify moves no data; other commands address no sectors
+        error = self._faults.inject(req, sector_range(req.taskfile), kind, self._dev, buffers)
         if error is not None:
             done = error.completion
             device = _error_device(req.taskfile, done.lba)
@@ -263,8 +277,7 @@ class AtaDisk:
         sources = getattr(self._dev, "sources", None)
         if sources is None or req.taskfile.command not in _SECTOR_READS:
             return None
-        lba, _ = _extent(req.taskfile)
-        return sources(lba * SECTOR_SIZE, req.nbytes)
+        return sources(req.lba * SECTOR_SIZE, req.nbytes)
 
     # -- decoding -----------------------------------------------------------
 
@@ -275,7 +288,7 @@ class AtaDisk:
     def _decode_sectors(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
         self._check_range(tf, lba, count)
-        return Request(tf, protocol, count * SECTOR_SIZE)
+        return Request(tf, protocol, count * SECTOR_SIZE, None, lba, count)
 
     def _decode_multiple(self, tf: TaskFile, protocol: Protocol) -> Request:
         if not self._multiple:
@@ -285,7 +298,7 @@ class AtaDisk:
     def _decode_verify(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
         self._check_range(tf, lba, count)
-        return Request(tf, protocol)
+        return Request(tf, protocol, 0, None, lba, count)
 
     def _decode_queued(self, tf: TaskFile, protocol: Protocol) -> Request:
         tag = tf.count >> NCQ_TAG_SHIFT & NCQ_TAG_MASK
@@ -295,7 +308,7 @@ class AtaDisk:
         except AtaError as err:
             self._record_ncq_error(tag, err.completion)
             raise
-        return Request(tf, protocol, count * SECTOR_SIZE, tag)
+        return Request(tf, protocol, count * SECTOR_SIZE, tag, lba, count)
 
     def _decode_identify(self, tf: TaskFile, protocol: Protocol) -> Request:
         return Request(tf, protocol, SECTOR_SIZE)
@@ -320,7 +333,7 @@ class AtaDisk:
 
     def _execute_read(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = _extent(tf)[0]
+        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
@@ -333,7 +346,7 @@ class AtaDisk:
 
     def _execute_write(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = _extent(tf)[0]
+        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
@@ -350,7 +363,7 @@ class AtaDisk:
 
     def _execute_verify(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba, count = _extent(tf)
+        lba, count = req.lba, req.count
         chunk = len(self._scratch) // SECTOR_SIZE
         while count:
             n = min(count, chunk)

@@ -8,6 +8,7 @@ import sys
 
 from emu.errors import EmuError
 from emu.storage import ops
+from emu.storage.ownership import check_output
 
 EPILOG = """\
 formats: vdi (VirtualBox 1.1: dynamic, fixed, differencing) and raw.
@@ -107,12 +108,14 @@ def parse_size(text: str) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
+    check_output(args.file, "image create")
     path = ops.create_image(args.file, size, fmt=args.format, variant=args.variant)
     print(f"created {path} ({args.format}, {args.variant}, {_human(size)})")
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
+    check_output(args.child, "image diff")
     path = ops.create_diff(args.parent, args.child)
     print(f"created {path} (differencing image of {os.path.abspath(args.parent)})")
     return 0
@@ -169,6 +172,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    check_output(args.dst, "image convert")
     path = ops.convert(
         args.src,
         args.dst,

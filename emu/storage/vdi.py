@@ -292,8 +292,12 @@ class VdiImage(_Identity, Closing):
         *,
         variant: str = "dynamic",
         parent: "VdiImage | None" = None,
+        uuid_create: UUID | None = None,
     ) -> "VdiImage":
-        """Create a new VDI (a differencing child of ``parent`` if given) and open it."""
+        """Create a new VDI (a differencing child of ``parent`` if given) and open it.
+
+        ``uuid_create`` is for a caller that must record the UUID before the file exists.
+        """
         check_size(size, MAX_SIZE, "a VDI")
         if variant not in ("dynamic", "fixed"):
             raise StorageError(f"unknown VDI variant {variant!r} (dynamic or fixed)")
@@ -307,7 +311,13 @@ class VdiImage(_Identity, Closing):
                     f"{path}: size {size} differs from its parent's ({parent.size}, {parent.path})"
                 )
             kind, linkage, parent_modify = ImageType.DIFF, parent.uuid_create, parent.uuid_modify
-        hdr = _new_header(size, kind, uuid_linkage=linkage, uuid_parent_modify=parent_modify)
+        hdr = _new_header(
+            size,
+            kind,
+            uuid_create=uuid_create,
+            uuid_linkage=linkage,
+            uuid_parent_modify=parent_modify,
+        )
         return cls._create_file(path, hdr)
 
     @classmethod
