@@ -71,7 +71,7 @@ from emu.storage.image import (
 )
 
 if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is involved
-    from emu.storage.vdi import VdiScan
+    from emu.storage.vdi import VdiImage, VdiScan
 
 _SHIFT = BLOCK_SIZE.bit_length() - 1
 _MASK = BLOCK_SIZE - 1
@@ -100,34 +100,30 @@ class OpenParents:
     def __init__(self, limit: int | None = None) -> None:
         self._limit = open_parents_limit() if limit is None else limit
         self._parked = False
-        self._open: OrderedDict[Image, bool] = OrderedDict()  # image -> has data
+        self._idle: OrderedDict[VdiImage, None] = OrderedDict()  # open, without data
+        self._busy: OrderedDict[VdiImage, None] = OrderedDict()  # open, with data; LRU first
 
     @property
     def all_open(self) -> bool:
         """No parent was ever parked: descriptors need no bookkeeping per read."""
         return not self._parked
 
-    def admit(self, image: Image) -> None:
+    def admit(self, image: "VdiImage") -> None:
         """Count an open parent in (parking another if too many are open)."""
-        self._open[image] = image.allocated_blocks > 0
-        self._open.move_to_end(image)
-        if len(self._open) > self._limit:
-            idle = next((i for i, has_data in self._open.items() if not has_data), None)
-            if idle is None:
-                idle = next(iter(self._open))
-            del self._open[idle]
+        (self._busy if image.allocated_blocks else self._idle)[image] = None
+        if len(self._idle) + len(self._busy) > self._limit:
+            idle = (self._idle or self._busy).popitem(last=False)[0]
             idle.park()
             self._parked = True
 
-    def fd(self, image: Image) -> int:
-        """The parent's descriptor, reopening it if it was parked."""
-        if image in self._open:
-            self._open.move_to_end(image)
-        else:
-            fd = image.fd  # reopens (and re-locks) it
-            self.admit(image)
-            return fd
-        return image.fd
+    def fd(self, image: "VdiImage") -> int:
+        """The descriptor of a parent with data, reopening it if it was parked."""
+        if image in self._busy:
+            self._busy.move_to_end(image)
+            return image.fd
+        fd = image.fd  # reopens (and re-locks) it
+        self.admit(image)
+        return fd
 
 
 class Chain(Closing):
