@@ -10,12 +10,13 @@ block as the leaf allocates or zeroes blocks.
 Opening costs O(depth), not O(depth x blocks): the resolved map is filled in as
 blocks are first used.
 
-Open files: the leaf stays open; of the parents, at most :data:`OPEN_PARENTS`
-keep a descriptor (and their shared lock), the most recently read. The others
+Open files: the leaf stays open; of the parents, at most
+:func:`open_parents_limit` (an eighth of ``ulimit -n``, at least 8) keep a
+descriptor (and their shared lock), the most recently read. The others
 are parked (see :meth:`emu.storage.vdi.VdiImage.park`): parents without data
 first, as they are never read; a parked parent is reopened when a read needs it,
 and refused if it changed meanwhile. So a chain's depth is not bounded by the
-open-files limit (``ulimit -n``), only chains deeper than OPEN_PARENTS + 1 leave
+open-files limit (``ulimit -n``), only chains deeper than that limit + 1 leave
 some parents unlocked, and reads cost the same at any depth once resolved.
 
 Writes go to the leaf only. A write into a block the leaf does not have
@@ -43,6 +44,7 @@ a :class:`FolderScans` reads each folder's headers once for a whole chain.
 import heapq
 import itertools
 import os
+import resource
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,7 +71,7 @@ from emu.storage.image import (
 )
 
 if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is involved
-    from emu.storage.vdi import VdiScan
+    from emu.storage.vdi import VdiImage, VdiScan
 
 _SHIFT = BLOCK_SIZE.bit_length() - 1
 _MASK = BLOCK_SIZE - 1
@@ -77,40 +79,51 @@ _MASK = BLOCK_SIZE - 1
 _Location = tuple[Image, int] | None  # (image, file offset of the block) or zeros
 _BlockHandler = Callable[[int, int, list[memoryview], int], None]
 
-OPEN_PARENTS = 16  # parents of one chain that keep their file open (and locked)
+def open_parents_limit() -> int:
+    """How many parents of one chain keep their file open (and locked): an eighth of
+    the soft open-files limit, at least 8 and at most 512 (128 under the usual 1024),
+    so that several disks fit and chains up to that depth never reopen a file."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 512
+    return max(8, min(512, soft // 8))
 
 
 class OpenParents:
     """The parents of a chain that hold a descriptor, least recently used first.
 
-    Admitting one more than :data:`OPEN_PARENTS` parks another: one without data
-    if there is such (it is never read), else the least recently used.
+    Admitting one more than the limit (default :func:`open_parents_limit`) parks
+    another: one without data if there is such (it is never read), else the least
+    recently used.
     """
 
-    def __init__(self, limit: int = OPEN_PARENTS) -> None:
-        self._limit = limit
-        self._open: OrderedDict[Image, bool] = OrderedDict()  # image -> has data
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = open_parents_limit() if limit is None else limit
+        self._parked = False
+        self._idle: OrderedDict[VdiImage, None] = OrderedDict()  # open, without data
+        self._busy: OrderedDict[VdiImage, None] = OrderedDict()  # open, with data; LRU first
 
-    def admit(self, image: Image) -> None:
+    @property
+    def all_open(self) -> bool:
+        """No parent was ever parked: descriptors need no bookkeeping per read."""
+        return not self._parked
+
+    def admit(self, image: "VdiImage") -> None:
         """Count an open parent in (parking another if too many are open)."""
-        self._open[image] = image.allocated_blocks > 0
-        self._open.move_to_end(image)
-        if len(self._open) > self._limit:
-            idle = next((i for i, has_data in self._open.items() if not has_data), None)
-            if idle is None:
-                idle = next(iter(self._open))
-            del self._open[idle]
+        (self._busy if image.allocated_blocks else self._idle)[image] = None
+        if len(self._idle) + len(self._busy) > self._limit:
+            idle = (self._idle or self._busy).popitem(last=False)[0]
             idle.park()
+            self._parked = True
 
-    def fd(self, image: Image) -> int:
-        """The parent's descriptor, reopening it if it was parked."""
-        if image in self._open:
-            self._open.move_to_end(image)
-        else:
-            fd = image.fd  # reopens (and re-locks) it
-            self.admit(image)
-            return fd
-        return image.fd
+    def fd(self, image: "VdiImage") -> int:
+        """The descriptor of a parent with data, reopening it if it was parked."""
+        if image in self._busy:
+            self._busy.move_to_end(image)
+            return image.fd
+        fd = image.fd  # reopens (and re-locks) it
+        self.admit(image)
+        return fd
 
 
 class Chain(Closing):
@@ -268,7 +281,9 @@ class Chain(Closing):
         return None
 
     def _fd(self, image: Image) -> int:
-        return image.fd if image is self._leaf else self._parents.fd(image)
+        if image is self._leaf or self._parents.all_open:
+            return image.fd
+        return self._parents.fd(image)
 
     def _transfer(self, offset: int, buffers: Sequence[memoryview], handler: _BlockHandler) -> None:
         self._check_range(offset, sum(len(b) for b in buffers))

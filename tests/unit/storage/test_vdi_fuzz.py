@@ -5,15 +5,18 @@ data) is mutated: header fields set to hostile values, map entries pointed
 anywhere, bytes overwritten, UUIDs swapped, files truncated or extended
 sparsely. Then ``image info``, ``image check`` and ``image convert`` run on the
 leaf through the real entry point, and the chain is opened read-only and read
-whole, then opened for writing and written. The property, for every example:
+whole, then opened for writing and written; a fixed image, mutated too, is
+opened as a shareable medium (writable, shared lock) and written. The property,
+for every example:
 
 - no traceback: each command exits 0, or 1, 2, 3 as README documents, with at
   most one ``ahci-emu: error:`` line; opening raises nothing but a StorageError;
 - no hang: each step finishes within ``HANG`` seconds;
 - no file outside the expected set changed: info, check, convert and the
   read-only open change no byte of any file (convert may only add its new
-  destination, and only when it succeeds); the writable open may change the
-  leaf only, and only when it succeeded; the user's file never changes.
+  destination, and only when it succeeds); the writable opens may change the
+  leaf or the fixed image only, and only when they succeeded; the user's file
+  never changes.
 
 The default test command runs ``DEFAULT_EXAMPLES`` examples; set
 AHCI_EMU_FUZZ_EXAMPLES for a longer run (README, Testing).
@@ -37,6 +40,7 @@ from emu import cli
 from emu.storage import ops
 from emu.storage.chain import open_chain
 from emu.storage.errors import StorageError
+from emu.storage.media import open_shareable
 from emu.storage.vdi import VDIHEADER1PLUS
 
 DEFAULT_EXAMPLES = 40
@@ -67,8 +71,8 @@ byte_edit = st.tuples(st.just("bytes"), st.integers(0, 3 * MiB), st.binary(min_s
 size_edit = st.tuples(st.just("size"), st.sampled_from(["truncate", "extend"]),
                       st.integers(0, 4 * MiB))
 edits = st.lists(
-    st.tuples(st.sampled_from(["base", "diff"]), st.one_of(header_edit, map_edit, byte_edit,
-                                                            size_edit)),
+    st.tuples(st.sampled_from(["base", "diff", "fixed"]),
+              st.one_of(header_edit, map_edit, byte_edit, size_edit)),
     min_size=1,
     max_size=4,
 )
@@ -103,9 +107,11 @@ def world(root: Path) -> dict[str, Path]:
     ops.create_diff(str(base), str(diff))
     with open_chain(str(diff)) as chain:
         chain.writev(MiB, [memoryview(b"\x33" * 512)])
+    fixed = root / "fixed.vdi"
+    ops.create_image(str(fixed), 4 * MiB, variant="fixed")
     user = root / "notes.txt"
     user.write_text("the user's")
-    return {"base": base, "diff": diff, "user": user}
+    return {"base": base, "diff": diff, "fixed": fixed, "user": user}
 
 
 def mutate(files: dict[str, Path], target: str, edit: tuple) -> None:
@@ -205,3 +211,15 @@ def test_mutated_vdis_never_crash_hang_or_change_files(capsys, changes):
         after = snapshot(root)
         changed = {name for name in before if after.get(name) != before[name]}
         assert changed <= {"Snapshots/diff.vdi"} and after.keys() == before.keys()
+
+        with deadline():
+            try:
+                medium = open_shareable(str(files["fixed"]))
+            except StorageError:
+                assert snapshot(root) == after, "a refused shareable open"
+            else:
+                with contextlib.suppress(StorageError), medium:
+                    medium.writev(min(MiB, medium.size - 512), [memoryview(b"\x55" * 512)])
+        final = snapshot(root)
+        changed = {name for name in after if final.get(name) != after[name]}
+        assert changed <= {"fixed.vdi"} and final.keys() == after.keys()
