@@ -260,6 +260,9 @@ class Machine(Closing):
         if self._devices:
             raise MachineError("the machine is already started")
         resets = [p for p, a in self._config.attachments.items() if a.type.resets and a.autoreset]
+        for port, leaf in self._config.leaves.items():
+            if port not in resets and self._config.media[leaf].parent is not None:
+                self._store.diff_to_write(leaf)  # the guest writes it: the machine's own?
         if resets:
             with self._change() as change:
                 for port in resets:
