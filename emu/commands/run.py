@@ -187,15 +187,8 @@ def boot(
     ``faults`` injected (from :func:`fault_plan`)."""
     from emu.machine.board import Board, BoardConfig
 
-    guest = resolve_guest(args.guest, note=_note)
+    guest = check_run_arguments(args)  # again: the disks are open now, their locks count
     linux = guest_kind(guest) == "linux"
-    if args.initrd is not None and not linux:
-        raise EmuError("--initrd is for Linux guests; GUEST is a multiboot ELF")
-    if args.trace_regs and not args.trace:
-        raise EmuError("--trace-regs needs --trace FILE")
-    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
-        if path is not None:
-            check_output(path, option)  # after the disks are open: their locks count
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
@@ -227,6 +220,24 @@ def boot(
             return board.run(args.timeout) & 0xFF
         finally:
             board.flush_disks()  # what the guest wrote survives the run, flushed or not
+
+
+def check_run_arguments(args: argparse.Namespace) -> str:
+    """Refuse a run's bad arguments before anything starts; the guest's path.
+
+    ``vm run`` calls it before the machine starts (a start may reset immutable
+    diffs); :func:`boot` calls it again. ``args.guest`` becomes the resolved path,
+    so a note on an ambiguous name is given once.
+    """
+    args.guest = resolve_guest(args.guest, note=_note)
+    if guest_kind(args.guest) != "linux" and args.initrd is not None:
+        raise EmuError("--initrd is for Linux guests; GUEST is a multiboot ELF")
+    if args.trace_regs and not args.trace:
+        raise EmuError("--trace-regs needs --trace FILE")
+    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
+        if path is not None:
+            check_output(path, option)
+    return args.guest
 
 
 def fault_plan(args: argparse.Namespace) -> "FaultPlan | None":

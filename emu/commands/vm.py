@@ -5,9 +5,8 @@ import json
 import os
 
 from emu.commands.run import EPILOG as RUN_EPILOG
-from emu.commands.run import add_guest_arguments, boot, fault_plan
+from emu.commands.run import add_guest_arguments, boot, check_run_arguments, fault_plan
 from emu.errors import EmuError
-from emu.guests import resolve_guest
 from emu.storage.media import MediumType
 from emu.storage.vm import Machine, SnapshotNode
 
@@ -88,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    args.guest = resolve_guest(args.guest)  # a missing guest is refused before the start
+    check_run_arguments(args)  # a bad guest or output is refused before the start
     faults = fault_plan(args)  # a bad spec is refused before the machine starts
     with Machine.open(args.dir) as machine:
         devices = machine.start()

@@ -76,6 +76,10 @@ class MachineStore:
         """The absolute path of a registered medium."""
         return self.files.path(self._config.media[medium].path)
 
+    def diff_to_write(self, medium: UUID) -> str:
+        """The path of a registered diff the machine is about to write, if it owns it."""
+        return self.files.writable(medium, self._config.media[medium].path)
+
     def registry(self) -> dict[UUID, str]:
         """Every registered medium's absolute path, for parent lookups."""
         return {u: self.files.path(rec.path) for u, rec in self._config.media.items()}
@@ -125,6 +129,7 @@ class MachineStore:
 
     def delete_snapshot(self, snapshot: UUID, merges: list[Merge]) -> None:
         """Commit the intent (if there are merges), merge, commit the tree without it."""
+        self._check_merges(merges)
         if merges:
             with self.change() as change:
                 change.config.pending = PendingDelete(snapshot, merges)
@@ -132,10 +137,24 @@ class MachineStore:
 
     def finish_delete(self, snapshot: UUID, merges: list[Merge]) -> None:
         """Run (or re-run) a deletion's merges, then commit the tree without the snapshot."""
+        self._check_merges(merges)
         for merge in merges:
             self._run_merge(merge)
         with self.change() as change:
             machine_plan.drop_snapshot(change.config, snapshot, merges)
+
+    def _check_merges(self, merges: list[Merge]) -> None:
+        """Refuse merges that would write a diff the machine does not own (bases are the
+        user's to have written: VirtualBox merges into them too)."""
+        cfg = self._config
+        for merge in merges:
+            written = (
+                [merge.target] if merge.direction == "forward" else [merge.source, merge.target]
+            )
+            written += cfg.children(merge.source) if merge.direction == "backward" else []
+            for medium in written:
+                if cfg.media[medium].parent is not None:
+                    self.diff_to_write(medium)
 
     def _run_merge(self, merge: Merge) -> None:
         """One merge step of a snapshot deletion; ops' merges can be repeated after a crash."""

@@ -90,6 +90,15 @@ class MachineFiles:
             raise OwnershipError(f"{path}: not deleted: {why}")
         return path
 
+    def writable(self, medium: UUID, rel: str) -> str:
+        """The absolute path of diff ``medium`` at ``rel``, once the same rules allow the
+        machine to write it (a guest's writes, a merge, a re-link)."""
+        path = self.path(rel)
+        why = self._not_owned(medium, path, False)
+        if why:
+            raise OwnershipError(f"{path}: not written: {why}")
+        return path
+
     def leftovers(self, discard: list[UUID]) -> list[str]:
         """Files of discarded diffs still present (an interrupted change) that the rules
         let the machine delete; anything else found under their names is left alone."""

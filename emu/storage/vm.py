@@ -12,7 +12,8 @@ paths relative to the folder. Diffs are made, merged and deleted only here.
 machine_plan.py checks and edits the configuration (every refusal comes from
 there, before any file is touched), machine_store.py commits each change as a
 transaction and recovers after a crash, ownership.py decides which files the
-machine may create and delete.
+machine may create, write and delete, machine_disks.py opens a started
+machine's disks.
 """
 
 import fcntl
@@ -22,15 +23,15 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from emu.storage import machine_file
-from emu.storage.chain import Chain, open_chain
+from emu.storage.chain import Chain
 from emu.storage.errors import (
     ImageLockedError,
     MachineError,
     MachineLockedError,
     MediumError,
-    StorageError,
 )
 from emu.storage.image import Closing
+from emu.storage.machine_disks import check_leaves, close_disks, open_disks
 from emu.storage.machine_file import Attachment, MachineConfig, MediumRecord
 from emu.storage.machine_plan import (
     SnapshotNode,
@@ -46,7 +47,7 @@ from emu.storage.machine_plan import (
     snapshot_tree,
 )
 from emu.storage.machine_store import Change, MachineStore
-from emu.storage.media import MediumType, check_type, open_shareable, probe
+from emu.storage.media import MediumType, check_type, probe
 
 __all__ = ["Machine", "MachineError", "MachineLockedError", "SnapshotNode"]
 
@@ -260,6 +261,7 @@ class Machine(Closing):
         if self._devices:
             raise MachineError("the machine is already started")
         resets = [p for p, a in self._config.attachments.items() if a.type.resets and a.autoreset]
+        check_leaves(self._store, resets)
         if resets:
             with self._change() as change:
                 for port in resets:
@@ -267,32 +269,13 @@ class Machine(Closing):
                     parent = change.config.media[leaf].parent
                     assert parent is not None  # an immutable attachment's leaf is a diff
                     change.config.leaves[port] = change.new_diff(parent)
-        registry = self._store.registry()
-        try:
-            for port, att in sorted(self._config.attachments.items()):
-                leaf = self._store.path(self._config.leaves[port])
-                if att.type is MediumType.SHAREABLE:
-                    self._devices[port] = open_shareable(leaf)
-                else:
-                    self._devices[port] = open_chain(
-                        leaf, read_only=att.type is MediumType.READONLY, registry=registry
-                    )
-        except BaseException:
-            self.stop()
-            raise
+        self._devices = open_disks(self._store)
         return dict(self._devices)
 
     def stop(self) -> None:
         """Flush and close the disks opened by :meth:`start`. Idempotent."""
         devices, self._devices = self._devices, {}
-        errors = []
-        for device in devices.values():
-            try:
-                device.close()
-            except StorageError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_disks(devices)
 
     # ---- queries ----------------------------------------------------------
 

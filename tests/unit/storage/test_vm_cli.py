@@ -133,6 +133,10 @@ def branched(tmp_path):
         (["snapshot", "restore", "nope"], "no snapshot named 'nope'"),
         (["snapshot", "delete", "s1"], "has 2 children"),
         (["run", "{tmp}/no-such-guest.elf"], "no-such-guest.elf"),
+        (["run", "{tmp}/disk.vdi"], "neither a multiboot ELF nor a Linux bzImage"),
+        (["run", "hello", "--trace-regs"], "--trace-regs needs --trace FILE"),
+        (["run", "hello", "--serial", "{diff}"], "refusing to overwrite"),
+        (["run", "hello", "--trace", "{tmp}/vm/machine.json"], "refusing to overwrite"),
     ],
 )
 def test_every_refused_operation_changes_no_byte(branched, ahci_emu, tree_state, argv, message):

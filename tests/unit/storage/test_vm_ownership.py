@@ -235,3 +235,38 @@ def test_every_delete_leaves_a_machine_file_that_reads_back(snapshotted):
             vm.snapshot_delete(name)
             machine_file.read(str(snapshotted))
         assert vm.snapshot_list() == []
+
+
+# ---- writes: a guest's writes and merges go only to the machine's own diffs ------------
+
+
+@pytest.fixture
+def moved_into_b(two_machines):
+    """A's diffs live in B's Snapshots folder, A's Snapshots/ a symlink to it."""
+    root, _ = two_machines
+    a = root / "A"
+    with Machine.open(a) as vm:
+        vm.attach(0, make_base(root / "a.vdi"))
+        vm.snapshot_take("a1")
+        vm.snapshot_take("a2")
+    for path in (a / "Snapshots").iterdir():
+        path.rename(root / "B" / "Snapshots" / path.name)
+    (a / "Snapshots").rmdir()
+    (a / "Snapshots").symlink_to(root / "B" / "Snapshots")
+    return root
+
+
+def test_a_merge_does_not_write_diffs_in_another_machines_folder(
+    moved_into_b, ahci_emu, tree_state
+):
+    root = moved_into_b
+    argv = ["vm", "snapshot", root / "A", "delete", "a2"]
+    refused(ahci_emu, tree_state, root, *argv, match="not written")
+
+
+def test_a_guest_does_not_write_a_diff_in_another_machines_folder(
+    moved_into_b, ahci_emu, tree_state
+):
+    root = moved_into_b
+    argv = ["vm", "run", root / "A", "hello"]
+    refused(ahci_emu, tree_state, root, *argv, match="is a symlink to")
