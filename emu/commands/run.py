@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING
 
 from emu.errors import EmuError
-from emu.guests import DEFAULT_GUEST, resolve_guest
+from emu.guests import DEFAULT_GUEST, guest_kind, resolve_guest
 from emu.storage.blockdev import BlockDevice
 from emu.storage.ownership import check_output
 
@@ -17,21 +17,24 @@ if TYPE_CHECKING:
     from emu.faults.plan import FaultPlan
 
 SCRATCH_DISK_SIZE = 64 << 20
+MULTIBOOT_MEMORY_MIB = 128
+LINUX_MEMORY_MIB = 256  # Debian's kernel and an initramfs with modules, with room to spare
 
 MAX_TIMEOUT = 1_000_000.0  # seconds (11.6 days): any longer is a typo, not a budget
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
-124 when the guest outlives --timeout, 125 on a stray access under --strict
-or a violation under --sanitize=strict,
-126 on a CPU exception the guest does not handle (or a halt it cannot leave),
-137 when an injected power cut ends the run, 130 on Ctrl-C or SIGTERM,
-2 on a bad option, option value or fault spec, 1 on any other error (bad guest
-or disk file, an output that cannot be written, a --serial or --trace FILE that
-is an image, locked, or a machine's file).
+123 when a Linux guest panics, 124 when the guest outlives --timeout,
+125 on a stray access under --strict or a violation under --sanitize=strict,
+126 on a CPU exception the guest does not handle, a triple fault or a halt it
+cannot leave, 137 when an injected power cut ends the run, 130 on Ctrl-C or
+SIGTERM, 2 on a bad option, option value or fault spec, 1 on any other error
+(bad guest, kernel, initrd or disk file, an output that cannot be written, a
+--serial or --trace FILE that is an image, locked, or a machine's file, a
+libunicorn whose internals Linux guests need is not known).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
-idnf, abrt, df, power-cut; triggers port=N,
+idnf, abrt, df, power-cut, stall, latency, link-loss; triggers port=N,
 lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
 The README's "Fault injection" section has the whole vocabulary.
 """
@@ -41,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="boot a guest and run it to its exit",
-        description="Boot a multiboot ELF32 guest on the emulated board and run it until it "
-        "writes its exit status to the debug-exit port. With no GUEST and no --disk, the "
+        description="Boot a multiboot ELF32 guest or a Linux bzImage on the emulated board and "
+        "run it until it writes its exit status to the debug-exit port. With no GUEST and no "
+        "--disk, the "
         f"default guest ({DEFAULT_GUEST}) runs on a scratch 64 MiB disk in a temporary folder.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,13 +69,20 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "guest",
         nargs="?",
         metavar="GUEST",
-        help=f"guest ELF file, or the name of a built-in guest (default: {DEFAULT_GUEST})",
+        help="multiboot ELF file or Linux bzImage (told apart by header), or the name of a "
+        f"built-in guest (default: {DEFAULT_GUEST})",
     )
     parser.add_argument(
-        "--memory", type=int, default=128, metavar="MiB", help="guest RAM in MiB (default: 128)"
+        "--memory",
+        type=int,
+        metavar="MiB",
+        help=f"guest RAM in MiB (default: {MULTIBOOT_MEMORY_MIB}; {LINUX_MEMORY_MIB} for Linux)",
     )
     parser.add_argument(
         "--append", default="", metavar="STR", help="guest command line, as QEMU's -append"
+    )
+    parser.add_argument(
+        "--initrd", metavar="FILE", help="initial ramdisk for a Linux guest, as QEMU's -initrd"
     )
     parser.add_argument(
         "--timeout",
@@ -177,6 +188,9 @@ def boot(
     from emu.machine.board import Board, BoardConfig
 
     guest = resolve_guest(args.guest, note=_note)
+    linux = guest_kind(guest) == "linux"
+    if args.initrd is not None and not linux:
+        raise EmuError("--initrd is for Linux guests; GUEST is a multiboot ELF")
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
     for option, path in (("--serial", args.serial), ("--trace", args.trace)):
@@ -185,9 +199,16 @@ def boot(
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
-        board = Board(
+        if linux:
+            from emu.machine.linux_board import LinuxBoard as board_class
+        else:
+            board_class = Board
+        memory = args.memory
+        if memory is None:
+            memory = LINUX_MEMORY_MIB if linux else MULTIBOOT_MEMORY_MIB
+        board = board_class(
             BoardConfig(
-                memory_mib=args.memory,
+                memory_mib=memory,
                 strict=args.strict,
                 serial=serial,
                 disks=disks,
@@ -198,7 +219,10 @@ def boot(
                 sanitize=args.sanitize,
             )
         )
-        board.load(guest, args.append)
+        if linux:
+            board.load(guest, args.append, args.initrd)
+        else:
+            board.load(guest, args.append)
         try:
             return board.run(args.timeout) & 0xFF
         finally:

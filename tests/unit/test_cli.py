@@ -77,7 +77,7 @@ def test_strict_stray_access_exits_125(make_guest):
     [
         (("run", "/nonexistent/guest.elf"), "no such guest file"),
         (("run", "nosuchguest"), "no such guest file or built-in guest"),
-        (("run", "README.md"), "not an ELF file"),
+        (("run", "README.md"), "neither a multiboot ELF nor a Linux bzImage"),
         (("run", "hello", "--memory", "0"), "memory size"),
         (("run", "hello", "--serial", "/nonexistent/dir/x"), "cannot write"),
     ],
