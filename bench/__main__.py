@@ -196,10 +196,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {group.name} ...", end="", flush=True, file=sys.stderr)
             try:
                 group_results: list[Result] = group.run(ctx)
-            except (RunFailed, OSError) as exc:
+            except Exception as exc:  # one broken workload must not lose the others' figures
                 failed = True
-                print(f" FAILED\nbench: {group.name}: {exc}", file=sys.stderr)
-                results += [{"name": n, "error": str(exc)} for n in group.names]
+                what = str(exc) if isinstance(exc, (RunFailed, OSError)) else repr(exc)
+                print(f" FAILED\nbench: {group.name}: {what}", file=sys.stderr)
+                results += [{"name": n, "error": what} for n in group.names]
                 continue
             print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             results += [r.as_dict() for r in group_results]

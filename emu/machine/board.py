@@ -377,7 +377,7 @@ class Board:
             self._window.arm()
             return
         self.apic.acknowledge(vector)
-        deliver(self.uc, self.regs, self.memory, vector)
+        deliver(self.regs, self.memory, vector)
         if self.apic.deliverable() is None:
             self._window.disarm()
         else:

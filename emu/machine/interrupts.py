@@ -28,9 +28,9 @@ EFLAGS_NT = 1 << 14
 EFLAGS_RF = 1 << 16
 
 
-def deliver(uc, regs: Registers, memory: GuestMemory, vector: int) -> None:
+def deliver(regs: Registers, memory: GuestMemory, vector: int) -> None:
     """Enter the handler of ``vector``; GuestFault when the guest has no usable gate."""
-    _, base, limit, _ = uc.reg_read(UC_X86_REG_IDTR)
+    base, limit = regs.read_table(UC_X86_REG_IDTR)
     if vector * 8 + 7 > limit:
         raise GuestFault(f"interrupt vector {vector} is past the IDT limit (triple fault)")
     try:

@@ -3,7 +3,8 @@
 The run loop reads EIP and EFLAGS at every stop, and interrupt delivery and the
 TLB fill touch a few more: the binding's ``reg_read``/``reg_write`` cost about
 three times as much per call (they pick a register class on every call).
-Only for registers that fit 64 bits (general, segment selectors, EFLAGS, CRn).
+:meth:`read` and :meth:`write` take registers that fit 64 bits (general, segment
+selectors, EFLAGS, CRn); :meth:`read_table` the descriptor-table registers.
 """
 
 import ctypes
@@ -12,11 +13,24 @@ from unicorn import UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 
+class _TableRegister(ctypes.Structure):
+    """Unicorn's uc_x86_mmr: GDTR, IDTR (selector and flags unused), LDTR, TR."""
+
+    _fields_ = [
+        ("selector", ctypes.c_uint16),
+        ("base", ctypes.c_uint64),
+        ("limit", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
 class Registers:
     def __init__(self, uc) -> None:
         self._uch = uc._uch
         self._value = ctypes.c_uint64()
         self._ref = ctypes.byref(self._value)
+        self._table = _TableRegister()
+        self._table_ref = ctypes.byref(self._table)
 
     def read(self, reg: int) -> int:
         self._value.value = 0  # a 32- or 16-bit register fills only its low bytes
@@ -30,3 +44,10 @@ class Registers:
         status = uclib.uc_reg_write(self._uch, reg, self._ref)
         if status:
             raise UcError(status)
+
+    def read_table(self, reg: int) -> tuple[int, int]:
+        """(base, limit) of a descriptor-table register such as IDTR."""
+        status = uclib.uc_reg_read(self._uch, reg, self._table_ref)
+        if status:
+            raise UcError(status)
+        return self._table.base, self._table.limit

@@ -107,3 +107,28 @@ def test_guest_failure_is_a_failed_run(tmp_path):
         check_bench(run, ours, 4)
     run = ours.run(guest("bench"), "count=4 op=write", disk)
     assert check_bench(run, ours, 4) > 0  # the guest's timing of its 4 commands
+
+
+def test_a_crashing_workload_is_reported_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    """A workload that raises (any exception) is one FAILED row and exit status 1; the
+    workloads after it still run and their figures are in the JSON."""
+    sys.path.insert(0, str(ROOT))
+    import bench.__main__ as runner
+    from bench.workloads import Group, Result
+
+    def broken(_ctx):
+        raise ImportError("cannot import name 'x'")
+
+    def fine(_ctx):
+        return [Result("fine", "a workload that works", "ms", {"value": 1.0}, None)]
+
+    groups = [Group("broken", ("broken",), broken, False), Group("fine", ("fine",), fine, False)]
+    monkeypatch.setattr(runner, "selected_groups", lambda _only, _quick=False: groups)
+    out = tmp_path / "results.json"
+    status = runner.main(["--quick", "--no-qemu", "--json", str(out)])
+    assert status == 1
+    doc = json.loads(out.read_text())
+    rows = {r["name"]: r for r in doc["workloads"]}
+    assert "ImportError" in rows["broken"]["error"]
+    assert rows["fine"]["ours"] == {"value": 1.0}
+    assert "broken" in capsys.readouterr().out
