@@ -2,7 +2,8 @@
 
     python -m bench                     every workload, full counts (a few minutes)
     python -m bench --quick             fewer counts and repetitions (under a minute)
-    python -m bench --only read_4k_qd1 --only 'chain*'
+    python -m bench --only 'read_4k_qd1@*' --only 'chain*'
+    python -m bench --only '*@bench_msi'
     python -m bench --json out.json     (default: bench/results/latest.json)
     python -m bench --list              the workload names
 
@@ -24,8 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.clock import tsc_hz
+from bench.linux import LINUX_GROUP
 from bench.machines import Ours, RunFailed, find_qemu, machine_info
-from bench.workloads import GROUPS, WORKLOADS, Context, Plan, Result
+from bench.workloads import GROUPS, UNSTABLE_SPREAD, WORKLOADS, Context, Plan, Result
+
+# Linux boots take tens of seconds: in full runs and --only, never in --quick.
+ALL_GROUPS = (*GROUPS, LINUX_GROUP)
+ALL_WORKLOADS = (*WORKLOADS, *LINUX_GROUP.names)
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -76,19 +83,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.reps is not None and args.reps < 1:
         parser.error("--reps must be at least 1")
     for pattern in args.only:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in WORKLOADS) and not any(
-            g.name == pattern for g in GROUPS
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in ALL_WORKLOADS) and not any(
+            g.name == pattern for g in ALL_GROUPS
         ):
             parser.error(f"--only {pattern}: no such workload (see --list)")
     return args
 
 
-def selected_groups(only: list[str]):
+def selected_groups(only: list[str], quick: bool = False):
     if not only:
-        return list(GROUPS)
+        return list(GROUPS) if quick else list(ALL_GROUPS)
     return [
         g
-        for g in GROUPS
+        for g in ALL_GROUPS
         if any(
             g.name == pattern or any(fnmatch.fnmatchcase(n, pattern) for n in g.names)
             for pattern in only
@@ -119,6 +126,8 @@ def cell(figure: dict | None, unit: str) -> str:
     text = fmt_value(figure.get("value"), unit)
     if "per_op_us" in figure and unit in ("ops/s", "MB/s"):
         text += f" ({figure['per_op_us']:.2f} us/op)"
+    if figure.get("stable") is False:
+        text += " unstable"
     return text
 
 
@@ -182,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = Context(plan, workdir, ours, qemu)
-        for group in selected_groups(args.only):
+        for group in selected_groups(args.only, plan.quick):
             t0 = time.perf_counter()
             print(f"  {group.name} ...", end="", flush=True, file=sys.stderr)
             try:
@@ -201,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         "ratio: ops/s and MB/s rows: ours speed / QEMU speed (higher is better); ms rows: "
         "ours time / QEMU time (lower is better);\n       chain rows: per-read cost / depth 1; "
-        "suite_n2: serial time / -n 2 time"
+        "suite_n2: serial time / -n 2 time.\nfigures: medians of the repetitions; per-op "
+        "times are the guest's own (TSC around its command loop); 'unstable': the "
+        "samples spread too far"
     )
     targets = [r["target"] for r in results if r.get("target")]
     met = sum(t["met"] for t in targets)
@@ -215,8 +226,11 @@ def run(args: argparse.Namespace) -> int:
         "seconds": elapsed,
         "machine": info,
         "method": {
-            "per_op": "(best of reps at count n2 - best at n1) / (n2 - n1), whole-process wall "
-            "clock, repetitions interleaved between machines",
+            "per_op": "median over reps of the guest's own timing of its command loop "
+            "(host TSC ticks read by the guest before the first and after the last "
+            f"command, at {tsc_hz() / 1e6:.1f} MHz), repetitions interleaved between "
+            f"machines; 'unstable' when (max - min) / median > {UNSTABLE_SPREAD}",
+            "whole_run": "median over boot_reps of process start to exit, wall clock",
             "reps": plan.reps,
             "boot_reps": plan.boot_reps,
             "counts": plan.counts,
@@ -243,7 +257,7 @@ def _clean(obj: object) -> object:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for group in GROUPS:
+        for group in ALL_GROUPS:
             print(
                 f"{group.name}: {', '.join(group.names)}"
                 + ("" if group.needs_qemu else " (ours only)")

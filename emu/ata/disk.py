@@ -30,6 +30,7 @@ Bytes beyond ``nbytes`` are never touched.
 """
 
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -48,6 +49,7 @@ from emu.ata.commands import (
     Command,
 )
 from emu.ata.errors import GOOD, STATUS_GOOD, AtaError
+from emu.ata.faults import DiskFaults
 from emu.ata.identify import (
     DEFAULT_FIRMWARE,
     DEFAULT_MODEL,
@@ -60,7 +62,7 @@ from emu.ata.identify import (
 )
 from emu.ata.taskfile import STATUS_DRDY, Completion, Protocol, Request, TaskFile
 from emu.storage.blockdev import SECTOR_SIZE, BlockDevice
-from emu.storage.errors import StorageError
+from emu.storage.errors import MediumError, StorageError
 
 _LBA28_COMMANDS = frozenset(
     {
@@ -85,6 +87,18 @@ _SECTOR_READS = frozenset(
         Command.READ_FPDMA_QUEUED,
     }
 )
+_SECTOR_WRITES = frozenset(
+    {
+        Command.WRITE_SECTORS,
+        Command.WRITE_SECTORS_EXT,
+        Command.WRITE_MULTIPLE,
+        Command.WRITE_MULTIPLE_EXT,
+        Command.WRITE_DMA,
+        Command.WRITE_DMA_EXT,
+        Command.WRITE_FPDMA_QUEUED,
+    }
+)
+_VERIFIES = frozenset({Command.READ_VERIFY_SECTORS, Command.READ_VERIFY_SECTORS_EXT})
 _DEVICE_LBA = 0x40
 _VERIFY_CHUNK = 64 * 1024
 
@@ -109,6 +123,20 @@ def _extent(tf: TaskFile) -> tuple[int, int]:
     if command in _QUEUED_COMMANDS:
         return tf.lba, tf.features or 0x10000
     return tf.lba, tf.count or 0x10000
+
+
+def sector_range(tf: TaskFile) -> tuple[int, int]:
+    """(first LBA, sectors) a read, verify or write addresses; (0, 0) for other commands."""
+    command = tf.command
+    if command in _SECTOR_READS or command in _VERIFIES or command in _SECTOR_WRITES:
+        return _extent(tf)
+    return 0, 0
+
+
+def transfers_data(tf: TaskFile) -> bool:
+    """Does ``tf``'s command move data (so its PRDT must describe some)?"""
+    entry = _COMMANDS.get(tf.command)
+    return entry is not None and entry.protocol not in (Protocol.NON_DATA, Protocol.DIAGNOSTIC)
 
 
 def _error_device(tf: TaskFile, lba: int) -> int:
@@ -161,7 +189,9 @@ def _log_directory() -> memoryview:
 class AtaDisk:
     """An ATA hard disk of 512-byte sectors on top of a :class:`BlockDevice`.
 
-    ``serial`` defaults to a hash of the medium's identity.
+    ``serial`` defaults to a hash of the medium's identity. ``write_cache`` is the
+    volatile write cache's power-on setting (SET FEATURES 02h/82h switch it).
+    ``faults`` injects the run's "ata" faults (None: the disk never fails on its own).
     """
 
     def __init__(
@@ -171,8 +201,12 @@ class AtaDisk:
         model: str = DEFAULT_MODEL,
         firmware: str = DEFAULT_FIRMWARE,
         serial: str | None = None,
+        write_cache: bool = True,
+        faults: DiskFaults | None = None,
     ) -> None:
         self._dev = dev
+        self._write_cache_default = write_cache
+        self._faults = faults
         self._sectors = dev.size // SECTOR_SIZE
         self._identify = IdentifyData(
             self._sectors,
@@ -182,20 +216,21 @@ class AtaDisk:
         )
         self._log_directory = _log_directory()
         self._scratch = memoryview(bytearray(_VERIFY_CHUNK))
+        self._host_failures: set[str] = set()  # kinds of host write failures reported
         self.reset()
 
     def reset(self) -> None:
         """Return to the power-on settings, as after a COMRESET.
 
-        READ/WRITE MULTIPLE enabled with 16 sectors (QEMU's default), write
-        cache and read look-ahead enabled, Ultra DMA mode 6 selected, and the
-        NCQ Command Error log cleared.
+        READ/WRITE MULTIPLE enabled with 16 sectors (QEMU's default), the write
+        cache as configured (enabled by default), read look-ahead enabled, Ultra
+        DMA mode 6 selected, and the NCQ Command Error log cleared.
         """
         self._multiple = MAX_MULTIPLE
-        self._write_cache = True
+        self._write_cache = self._write_cache_default
         self._look_ahead = True
         self._identify.set_multiple(self._multiple)
-        self._identify.set_cache(write_cache=True, look_ahead=True)
+        self._identify.set_cache(write_cache=self._write_cache, look_ahead=True)
         self._identify.set_dma_mode(mwdma=None, udma=MAX_UDMA_MODE)
         self._ncq_log = memoryview(bytes(SECTOR_SIZE))
 
@@ -209,11 +244,32 @@ class AtaDisk:
     def execute(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         """Run a decoded command with its data buffers (byte memoryviews, in order)."""
         try:
+            if self._faults is not None:
+                self._inject(req, buffers)
             return _COMMANDS[req.taskfile.command].execute(self, req, buffers)
         except AtaError as err:
             if req.tag is not None:
                 self._record_ncq_error(req.tag, err.completion)
             return err.completion
+
+    def _inject(self, req: Request, buffers: Sequence[memoryview]) -> None:
+        """Raise the error an injected fault gives this command, if one fires."""
+        command = req.taskfile.command
+        if command in _SECTOR_WRITES:
+            kind = "write"
+        elif command in _SECTOR_READS:
+            kind = "read"
+        else:
+            kind = ""  # verify moves no data; other commands address no sectors
+        error = self._faults.inject(req, sector_range(req.taskfile), kind, self._dev, buffers)
+        if error is not None:
+            done = error.completion
+            device = _error_device(req.taskfile, done.lba)
+            raise AtaError(Completion(done.status, done.error, done.lba, done.count, device))
+
+    def flush_cache(self) -> None:
+        """Make what the write cache holds durable (the end of a run does it)."""
+        self._dev.flush()
 
     def read_sources(self, req: Request) -> list[tuple[int, int, str | None]] | None:
         """For a read, which backing image serves each byte range (the medium's
@@ -301,7 +357,8 @@ class AtaDisk:
                 self._dev.writev(lba * SECTOR_SIZE, buffers)
             if write_through:
                 self._dev.flush()
-        except StorageError:
+        except StorageError as exc:
+            self._say_host_failure(exc)
             raise AtaError.abrt(lba, _error_device(tf, lba)) from None
         return GOOD
 
@@ -347,7 +404,8 @@ class AtaDisk:
         for start, end in ranges:
             try:
                 self._dev.discard(start * SECTOR_SIZE, (end - start) * SECTOR_SIZE)
-            except StorageError:
+            except StorageError as exc:
+                self._say_host_failure(exc)
                 raise AtaError.abrt(start) from None
         return GOOD
 
@@ -358,8 +416,19 @@ class AtaDisk:
     def _flush(self) -> None:
         try:
             self._dev.flush()
-        except StorageError:
+        except StorageError as exc:
+            self._say_host_failure(exc)
             raise AtaError.abrt() from None
+
+    def _say_host_failure(self, exc: StorageError) -> None:
+        """A write the host failed (disk full, EIO, ...) is ABRT to the guest and one line
+        on stderr naming the file, once per disk and kind of failure; a refusal by
+        design (a read-only medium) is the guest's business and says nothing."""
+        if isinstance(exc, MediumError):
+            kind = str(exc).rpartition(": ")[2]
+            if kind not in self._host_failures:
+                self._host_failures.add(kind)
+                print(f"ahci-emu: warning: a guest write failed: {exc}", file=sys.stderr)
 
     def _execute_set_features(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile

@@ -6,23 +6,37 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, guest_kind, resolve_guest
 from emu.storage.blockdev import BlockDevice
+from emu.storage.ownership import check_output
+
+if TYPE_CHECKING:
+    from emu.faults.plan import FaultPlan
 
 SCRATCH_DISK_SIZE = 64 << 20
 MULTIBOOT_MEMORY_MIB = 128
 LINUX_MEMORY_MIB = 256  # Debian's kernel and an initramfs with modules, with room to spare
 
+MAX_TIMEOUT = 1_000_000.0  # seconds (11.6 days): any longer is a typo, not a budget
+
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
 123 when a Linux guest panics, 124 when the guest outlives --timeout,
-125 on a stray access under --strict, 126 on a CPU exception the guest does not
-handle, a triple fault or a halt it cannot leave, 130 on Ctrl-C, 1 on any other
-error (bad guest, kernel, initrd or disk file, bad option, a libunicorn whose
-internals Linux guests need is not known).
+125 on a stray access under --strict or a violation under --sanitize=strict,
+126 on a CPU exception the guest does not handle, a triple fault, or a halt it
+cannot leave, 137 when an injected power cut ends the run, 130 on Ctrl-C or
+SIGTERM, 2 on a bad option, option value or fault spec, 1 on any other error
+(bad guest, kernel, initrd or disk file, an output that cannot be written, a
+--serial or --trace FILE that is an image, locked, or a machine's file, a
+libunicorn whose internals Linux guests need is not known).
+
+fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
+idnf, abrt, df, power-cut; triggers port=N,
+lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
+The README's "Fault injection" section has the whole vocabulary.
 """
 
 
@@ -72,10 +86,11 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=60.0,
         metavar="SECONDS",
-        help="stop the guest after this long, exit status 124 (default: 60)",
+        help="stop the guest after this long, exit status 124 (default: 60; "
+        f"at most {MAX_TIMEOUT:,.0f})",
     )
     parser.add_argument(
         "--serial", metavar="FILE", help="write the guest's COM1 output to FILE instead of stdout"
@@ -97,31 +112,90 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop (exit status 125) at the first access to a port or address that nothing "
         "decodes, instead of answering it as open bus",
     )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. 'media-error:lba=100-107' (repeatable; see below)",
+    )
+    parser.add_argument(
+        "--faults", metavar="FILE", help="inject the faults listed in a TOML or JSON file"
+    )
+    parser.add_argument(
+        "--fault-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of every probabilistic fault trigger and of what a power cut keeps "
+        "(default: 0; the same seed gives the same run)",
+    )
+    parser.add_argument(
+        "--write-cache",
+        choices=("on", "off"),
+        default="on",
+        help="the disks' volatile write cache at power-on (default: on; off: every "
+        "completed write is durable)",
+    )
+    parser.add_argument(
+        "--sanitize",
+        nargs="?",
+        const="report",
+        choices=("report", "strict"),
+        metavar="strict",
+        help="report each AHCI rule the guest's driver breaks (once per rule and port); "
+        "--sanitize=strict stops at the first (exit status 125)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="say on stderr each injected fault that fires",
+    )
+
+
+def timeout_seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds up to MAX_TIMEOUT."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds <= MAX_TIMEOUT:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_TIMEOUT:,.0f} seconds, not {text}"
+        )
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
     from emu.storage.chain import open_chain
 
+    faults = fault_plan(args)  # a bad spec is refused before any disk is opened
     with contextlib.ExitStack() as stack:
         paths = list(args.disk)
         if args.guest is None and not paths:
             paths.append(scratch_disk(stack))
         disks = [stack.enter_context(open_chain(path)) for path in paths]
-        return boot(args, disks)
+        return boot(args, disks, faults)
 
 
-def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
-    """Run ``args.guest`` with ``disks`` on ports 0, 1, ... (None: an empty port)."""
+def boot(
+    args: argparse.Namespace,
+    disks: Sequence[BlockDevice | None],
+    faults: "FaultPlan | None" = None,
+) -> int:
+    """Run ``args.guest`` with ``disks`` on ports 0, 1, ... (None: an empty port) and
+    ``faults`` injected (from :func:`fault_plan`)."""
     from emu.machine.board import Board, BoardConfig
 
-    guest = resolve_guest(args.guest)
+    guest = resolve_guest(args.guest, note=_note)
     linux = guest_kind(guest) == "linux"
     if args.initrd is not None and not linux:
         raise EmuError("--initrd is for Linux guests; GUEST is a multiboot ELF")
-    if args.timeout <= 0:
-        raise EmuError("--timeout must be positive")
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
+    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
+        if path is not None:
+            check_output(path, option)  # after the disks are open: their locks count
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
@@ -140,6 +214,9 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
                 disks=disks,
                 trace=trace,
                 trace_registers=args.trace_regs,
+                faults=faults,
+                write_cache=args.write_cache == "on",
+                sanitize=args.sanitize,
             )
         )
         if linux:
@@ -149,9 +226,20 @@ def boot(args: argparse.Namespace, disks: Sequence[BlockDevice | None]) -> int:
         try:
             return board.run(args.timeout) & 0xFF
         finally:
-            for disk in disks:
-                if disk is not None:
-                    disk.flush()  # what the guest wrote survives the run, flushed or not
+            board.flush_disks()  # what the guest wrote survives the run, flushed or not
+
+
+def fault_plan(args: argparse.Namespace) -> "FaultPlan | None":
+    """The faults of ``--fault`` and ``--faults``, or None when there are none."""
+    from emu.faults.plan import FaultPlan
+    from emu.faults.spec import load_faults, parse_fault
+
+    faults = [parse_fault(spec) for spec in args.fault]
+    if args.faults is not None:
+        faults += load_faults(args.faults)
+    if not faults:
+        return None
+    return FaultPlan(faults, args.fault_seed, verbose=args.verbose)
 
 
 def scratch_disk(stack: contextlib.ExitStack) -> str:
@@ -163,17 +251,54 @@ def scratch_disk(stack: contextlib.ExitStack) -> str:
     return path
 
 
+def _note(text: str) -> None:
+    print(f"ahci-emu: {text}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def open_output(path: str | None, mode: str, default: IO | None) -> Iterator[IO | None]:
-    """``path`` opened for writing (closed afterwards), or ``default`` when no path is given."""
+    """``path`` opened for writing (closed afterwards), or ``default`` when no path is given.
+    A write that fails (full disk, I/O error) becomes an EmuError naming the output; a
+    closed pipe stays BrokenPipeError, which the command ends on quietly."""
     if path is None:
-        yield default
-        if default is not None:
+        if default is None:
+            yield None
+            return
+        with _named_errors("stdout"):
+            yield _NamedOutput(default, "stdout")
             default.flush()
         return
     try:
         stream = open(path, mode)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise EmuError(f"{path}: cannot write: {exc.strerror}") from exc
-    with stream:
-        yield stream
+    with _named_errors(path), stream:
+        yield _NamedOutput(stream, path)
+
+
+class _NamedOutput:
+    """A write-only stream whose write errors say which output they hit."""
+
+    def __init__(self, stream: IO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def write(self, data: bytes | str) -> int:
+        with _named_errors(self._name):
+            return self._stream.write(data)
+
+    def flush(self) -> None:
+        with _named_errors(self._name):
+            self._stream.flush()
+
+
+@contextlib.contextmanager
+def _named_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None:
+            raise  # not this output's error
+        raise EmuError(f"{name}: cannot write: {exc.strerror or exc}") from exc

@@ -8,16 +8,14 @@ from typing import BinaryIO, TextIO
 from unicorn import (
     UC_ARCH_X86,
     UC_ERR_EXCEPTION,
+    UC_ERR_FETCH_UNMAPPED,
     UC_ERR_INSN_INVALID,
     UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_FETCH_UNMAPPED,
-    UC_HOOK_MEM_READ_UNMAPPED,
-    UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_HOOK_TLB_FILL,
     UC_MEM_FETCH,
-    UC_MEM_WRITE_UNMAPPED,
+    UC_MEM_WRITE,
     UC_MODE_32,
     UC_PROT_ALL,
     UC_PROT_READ,
@@ -46,10 +44,13 @@ from unicorn.x86_const import (
 
 from emu.ahci.hba import AhciHba
 from emu.ahci.trace import Tracer
+from emu.ata.cache import VolatileCache
 from emu.ata.disk import AtaDisk
+from emu.ata.faults import DiskFaults
+from emu.faults.plan import FaultPlan
 from emu.machine import apic, debugexit, ioapic, uart
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
-from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError
+from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
 from emu.machine.interrupts import HLT_OPCODE, deliver
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
@@ -57,6 +58,7 @@ from emu.machine.pagewalk import translate
 from emu.machine.pci import COMMAND, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
 from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
 from emu.machine.watchdog import Watchdog
+from emu.sanitizer.checker import Sanitizer
 from emu.storage.blockdev import BlockDevice
 
 EFLAGS_IF = 1 << 9
@@ -99,6 +101,9 @@ class BoardConfig:
     disks: Sequence[BlockDevice | None] = ()  # on AHCI ports 0, 1, ...; None: empty port
     trace: TextIO | None = None
     trace_registers: bool = False
+    faults: FaultPlan | None = None  # injected faults (--fault), None: none
+    write_cache: bool = True  # the disks' volatile write cache at power-on
+    sanitize: str | None = None  # --sanitize: "report" or "strict"; None: off
 
 
 class Board:
@@ -114,9 +119,12 @@ class Board:
         self._setup_mmu(uc)
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
         self.ports = PortBus(self.reporter)
-        self.mmio = MmioBus(uc, self.memory.size, self.reporter, self._device_error)
+        self.mmio = MmioBus(
+            uc, self.memory.size, self.reporter, self._device_error, self._device_stop
+        )
         self.exit_code: int | None = None
         self._fault: str | None = None
+        self._stop: RunStop | None = None  # a device ended the run (a power cut, ...)
 
         self.ioapic = ioapic.IoApic(self._accept_interrupt)
         self.apic = self._make_apic()
@@ -144,12 +152,14 @@ class Board:
 
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._unmapped)
-        uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._fetch_unmapped)
         uc.hook_add(UC_HOOK_INTR, self._exception)
 
     def _setup_mmu(self, uc: Uc) -> None:
-        """The virtual TLB with an identity fill skips Unicorn's slow store path (DESIGN.md)."""
+        """Guest RAM stores stay on Unicorn's fast path only with the virtual TLB, data pages
+        filled without execute permission, and no UC_HOOK_MEM_*_UNMAPPED hook at all (any
+        one of them sends every RAM store through helper_ret_st*_mmu / notdirty_write;
+        measured in bench/profiling.py's `perf` mode). So the TLB fill is also where
+        accesses beyond RAM are decoded: open bus pages, and jumps to nowhere."""
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
 
@@ -159,9 +169,14 @@ class Board:
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
             raise MachineError("an AHCI controller has at most 32 ports")
-        disks = [None if dev is None else AtaDisk(dev) for dev in config.disks]
-        disks += [None] * (max(Q35_PORTS, len(disks)) - len(disks))
         tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
+        if config.faults is not None and tracer is not None:
+            config.faults.listeners.append(tracer._emit)
+        self.disks = [
+            None if dev is None else self._disk(config, port, dev)
+            for port, dev in enumerate(config.disks)
+        ]
+        disks = self.disks + [None] * (max(Q35_PORTS, len(self.disks)) - len(self.disks))
         self.hba = AhciHba(
             self.memory,
             disks,
@@ -170,7 +185,16 @@ class Board:
             tracer,
             intx=self._ahci_intx,
         )
-        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.hba.write)
+        self.sanitizer: Sanitizer | None = None
+        self._abar_write = self.hba.write
+        if config.sanitize is not None:
+            self.sanitizer = Sanitizer(
+                self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
+            )
+            if tracer is not None:
+                self.sanitizer.listeners.append(tracer._emit)
+            self._abar_write = self.sanitizer.watch(self.hba.write)
+        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self._abar_write)
         self.mmio.add(abar, None)
         self._idp_base: int | None = None
         self._idp_index = 0
@@ -184,6 +208,27 @@ class Board:
     def _move_region(self, region: MmioRegion, base: int | None) -> None:
         """A BAR write moved ``region`` (the guest's config-space write is the cause)."""
         self.mmio.move(region, base)
+
+    @staticmethod
+    def _disk(config: BoardConfig, port: int, dev: BlockDevice) -> AtaDisk:
+        """The ATA disk on ``port``: with the run's disk faults, and behind a modelled
+        volatile write cache when a power cut may come."""
+        plan = config.faults
+        if plan is None or not plan.layer_faults("ata"):
+            return AtaDisk(dev, write_cache=config.write_cache)
+        cache = VolatileCache(dev) if plan.has_kind("power-cut") else None
+        return AtaDisk(
+            cache or dev,
+            write_cache=config.write_cache,
+            faults=DiskFaults(plan, port, cache),
+        )
+
+    def flush_disks(self) -> None:
+        """The end of a run: what the guest wrote survives it, flushed or not (a power cut
+        already decided what its disks keep)."""
+        for disk in self.disks:
+            if disk is not None:
+                disk.flush_cache()
 
     def _move_idp(self, base: int | None) -> None:
         if self._idp_base is not None:
@@ -203,7 +248,7 @@ class Board:
         if offset == IDP_INDEX:
             self._idp_index = value & 0xFFC
         elif offset == IDP_DATA:
-            self.hba.write(self._idp_index, size, value)
+            self._abar_write(self._idp_index, size, value)
 
     def _ahci_interrupt(self) -> None:
         """The HBA raised an interrupt: an MSI to the local APIC when MSI is enabled."""
@@ -242,6 +287,9 @@ class Board:
                 return False
         else:
             paddr = vaddr & ~(PAGE_SIZE - 1)
+        if access != UC_MEM_FETCH and paddr >= self.memory.size and not self.mmio.decodes(paddr):
+            # (a fetch there ends the run as UC_ERR_FETCH_UNMAPPED; see _describe)
+            self.mmio.open_bus(paddr | (vaddr & (PAGE_SIZE - 1)), access == UC_MEM_WRITE)
         entry.paddr = paddr
         # Only pages the guest executes from are mapped executable (DESIGN.md).
         entry.perms = UC_PROT_ALL if access == UC_MEM_FETCH else UC_PROT_READ | UC_PROT_WRITE
@@ -253,14 +301,6 @@ class Board:
     def _port_out(self, _uc, port: int, size: int, value: int, _ud) -> None:
         self.ports.write(port, size, value)
 
-    def _unmapped(self, _uc, access: int, address: int, _size: int, _value: int, _ud) -> bool:
-        return self.mmio.open_bus(address, access == UC_MEM_WRITE_UNMAPPED)
-
-    def _fetch_unmapped(self, uc, _access: int, address: int, *_args) -> bool:
-        self._fault = f"guest jumped to 0x{address:08x}, where nothing executable is mapped"
-        uc.emu_stop()
-        return False
-
     def _exception(self, uc, vector: int, _ud) -> None:
         name = EXCEPTION_NAMES.get(vector, "software interrupt" if vector >= 32 else "reserved")
         self._fault = f"unhandled CPU exception: vector {vector} ({name}) at EIP=0x{self.eip():08x}"
@@ -270,6 +310,12 @@ class Board:
         """A device raised where it must not: stop the run rather than go on half-done."""
         if self._fault is None:
             self._fault = f"internal error: {message}"
+        self.uc.emu_stop()
+
+    def _device_stop(self, stop: RunStop) -> None:
+        """A device ended the run on purpose: the first such stop is the run's result."""
+        if self._stop is None:
+            self._stop = stop
         self.uc.emu_stop()
 
     def _guest_exit(self, code: int) -> None:
@@ -359,6 +405,8 @@ class Board:
         """The guest's exit code if the run is over; raises if it ended abnormally."""
         if self.reporter.error is not None:  # it came first: the stop lands at the block's end
             raise self.reporter.error
+        if self._stop is not None:
+            raise self._stop
         if self.exit_code is not None:
             return self.exit_code
         if self._fault is not None:
@@ -386,6 +434,8 @@ class Board:
     def _describe(self, exc: UcError) -> str:
         if exc.errno == UC_ERR_INSN_INVALID:
             return f"unhandled CPU exception: vector 6 (#UD) at EIP=0x{self.eip():08x}"
+        if exc.errno == UC_ERR_FETCH_UNMAPPED:
+            return f"guest jumped to 0x{self.eip():08x}, where nothing executable is mapped"
         if exc.errno == UC_ERR_EXCEPTION:
             return f"unhandled CPU exception at EIP=0x{self.eip():08x}"
         return f"CPU stopped: {exc} at EIP=0x{self.eip():08x}"

@@ -14,7 +14,7 @@ from typing import Protocol, TextIO
 from unicorn import UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emu.machine.errors import StrayAccess
+from emu.machine.errors import RunStop, StrayAccess
 from emu.machine.memory import PAGE_SIZE
 
 ReadFn = Callable[[int, int], int]  # (offset in the range, size in bytes) -> value
@@ -116,12 +116,18 @@ class MmioBus:
     every guest access) and answers accesses to unmapped physical pages as open bus."""
 
     def __init__(
-        self, uc, ram_size: int, reporter: StrayPolicy, on_device_error: Callable[[str], None]
+        self,
+        uc,
+        ram_size: int,
+        reporter: StrayPolicy,
+        on_device_error: Callable[[str], None],
+        on_run_stop: Callable[[RunStop], None],
     ) -> None:
         self._uc = uc
         self._ram_size = ram_size
         self._reporter = reporter
         self._on_device_error = on_device_error
+        self._on_run_stop = on_run_stop
         self._regions: list[MmioRegion] = []
         self._open_pages: set[int] = set()
         self._callbacks: dict[int, tuple[object, object]] = {}  # base -> live C callbacks
@@ -158,13 +164,17 @@ class MmioBus:
         region.base = base
 
     def _map(self, base: int, size: int, read: ReadFn, write: WriteFn, name: str) -> None:
-        """uc_mmio_map with raw callbacks. A device must not raise; if one does, the run
-        stops with an internal error instead of the exception vanishing inside ctypes."""
-        fail = self._on_device_error
+        """uc_mmio_map with raw callbacks. A device raises only :class:`RunStop`, to end the
+        run on purpose (a power cut); any other exception stops the run with an internal
+        error instead of vanishing inside ctypes."""
+        fail, end = self._on_device_error, self._on_run_stop
 
         def on_read(_uc, offset, size, _ud):
             try:
                 return read(offset, size)
+            except RunStop as stop:
+                end(stop)
+                return (1 << (8 * size)) - 1
             except Exception as exc:  # reported; the run stops
                 fail(f"{name} read at +0x{offset:x} failed: {exc!r}")
                 return (1 << (8 * size)) - 1
@@ -178,6 +188,8 @@ class MmioBus:
             self._writing = access
             try:
                 write(offset, size, value)
+            except RunStop as stop:
+                end(stop)
             except Exception as exc:  # reported; the run stops
                 fail(f"{name} write at +0x{offset:x} failed: {exc!r}")
             finally:
@@ -217,8 +229,14 @@ class MmioBus:
         """The store was stepped over (or never came back): drop no later write."""
         self._replay = None
 
+    def decodes(self, page: int) -> bool:
+        """Whether a region or an open-bus page answers at physical ``page``."""
+        return page in self._open_pages or any(
+            r.base is not None and r.base <= page < r.base + r.size for r in self._regions
+        )
+
     def open_bus(self, address: int, is_write: bool) -> bool:
-        """Decode an access nothing claims: map the page as open bus and let it retry."""
+        """Decode an access nothing claims: map its page as open bus (reported once)."""
         page = address & ~(PAGE_SIZE - 1)
         kind = "store to" if is_write else "load from"
         self._reporter.stray(f"{kind} physical address 0x{address:08x}")

@@ -1,6 +1,6 @@
 """Why a run stopped abnormally, with the exit status `ahci-emu run` gives for each."""
 
-from emu.errors import EmuError
+from emu.errors import EmuError, RunStop
 
 
 class MachineError(EmuError):
@@ -11,8 +11,15 @@ class LoadError(MachineError):
     """The guest file is not a loadable multiboot ELF32."""
 
 
-class RunStop(EmuError):
-    """The guest's run ended abnormally; ``exit_status`` says how."""
+__all__ = [
+    "GuestFault",
+    "GuestTimeout",
+    "Interrupted",
+    "LoadError",
+    "MachineError",
+    "RunStop",
+    "StrayAccess",
+]
 
 
 class GuestTimeout(RunStop):

@@ -159,6 +159,16 @@ class GuestRun:
             if e.get("event") == "command" and (opcode is None or e.get("opcode") == opcode)
         ]
 
+    @property
+    def faults_fired(self) -> list[dict[str, Any]]:
+        """The trace's ``fault`` events: each injected fault that fired, and where."""
+        return [e for e in self.trace if e.get("event") == "fault"]
+
+    @property
+    def violations(self) -> list[dict[str, Any]]:
+        """The trace's ``violation`` events: each AHCI rule the guest broke (``sanitize``)."""
+        return [e for e in self.trace if e.get("event") == "violation"]
+
     def sources(self, port: int = 0) -> list[tuple[int, int, str | None]]:
         """Every ``[offset, length, image]`` the trace says served a read on ``port``."""
         return [

@@ -69,6 +69,8 @@ class Rig:
     "qemu"); ``runner`` how ahci-emu runs ("inprocess" or "subprocess");
     ``timeout`` each boot's budget in seconds. ``on_run`` is called with every
     :class:`GuestRun` (the pytest plugin reports its checks from there).
+    ``sanitize`` (False, True or ``"strict"``) is every run's ``--sanitize``
+    unless a run says otherwise.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Rig:
         runner: str = "inprocess",
         timeout: float = DEFAULT_TIMEOUT,
         on_run: Callable[[GuestRun], None] | None = None,
+        sanitize: bool | str = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -90,6 +93,7 @@ class Rig:
         self.runner = runner
         self.timeout = timeout
         self.on_run = on_run
+        self.sanitize = sanitize
         self.runs: list[GuestRun] = []
 
     # ---- disks ------------------------------------------------------------------
@@ -170,6 +174,10 @@ class Rig:
         memory: int | None = None,
         backend: str | None = None,
         report_checks: bool = True,
+        faults: Sequence[str] = (),
+        fault_seed: int | None = None,
+        write_cache: bool | None = None,
+        sanitize: bool | str | None = None,
     ) -> GuestRun:
         """Boot ``guest`` (a built-in name like ``"gen"``, or an ELF path) with ``disks``
         on ports 0, 1, ... as ``ahci-emu run GUEST --disk ...`` does.
@@ -179,7 +187,14 @@ class Rig:
         ``backend`` overrides the rig's for this run (e.g. ``"emu"`` to prepare
         disks in a test that also runs under the oracle). ``report_checks=False``
         keeps the run's checks out of the test's report (``on_run`` is not called),
-        for runs meant to fail checks."""
+        for runs meant to fail checks.
+
+        ``faults`` are fault specs (``["media-error:lba=100-107"]``, as ``--fault``),
+        ``fault_seed`` their ``--fault-seed``, ``write_cache`` the disks' write cache
+        at power-on (``--write-cache``); the faults that fired are
+        :attr:`GuestRun.faults_fired`. ``sanitize`` (True or ``"strict"``; default:
+        the rig's :attr:`sanitize`) checks the guest's driver (``--sanitize``); what it
+        broke is :attr:`GuestRun.violations`."""
         paths = [self.path(d) for d in disks]
         return self._boot(
             ["run"],
@@ -187,7 +202,19 @@ class Rig:
             ["--disk=" + str(p) for p in paths],
             paths,
             None,
-            _Options(ops, append, timeout, trace, memory, backend, report_checks),
+            _Options(
+                ops,
+                append,
+                timeout,
+                trace,
+                memory,
+                backend,
+                report_checks,
+                tuple(faults),
+                fault_seed,
+                write_cache,
+                self.sanitize if sanitize is None else sanitize,
+            ),
         )
 
     def cli(
@@ -229,7 +256,7 @@ class Rig:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         timeout = opt.timeout or self.timeout
-        trace, memory, append = opt.trace, opt.memory, opt.append
+        trace, memory, append = opt.traced, opt.memory, opt.append
         if opt.ops is not None:
             ops = opt.ops if isinstance(opt.ops, str) else ",".join(opt.ops)
             append = f"ops={ops} {append}".strip()
@@ -237,6 +264,8 @@ class Rig:
         name = Path(guest_file).stem
         rundir = self._rundir(name)
         if backend == "qemu":
+            if opt.faults or opt.write_cache is not None:
+                raise ValueError("faults and the write cache setting are ahci-emu's only")
             run = _run_qemu(guest_file, append, disks, vm, rundir, timeout)
         else:
             serial, trace_file = rundir / "serial.txt", rundir / "trace.jsonl"
@@ -253,6 +282,7 @@ class Rig:
                 argv.append(f"--memory={memory}")
             if trace:
                 argv.append(f"--trace={trace_file}")
+            argv += opt.emu_arguments()
             started = time.perf_counter()
             if self.runner == "inprocess":
                 code, stderr = _run_inprocess(argv)
@@ -366,6 +396,10 @@ class Vm:
         memory: int | None = None,
         backend: str | None = None,
         report_checks: bool = True,
+        faults: Sequence[str] = (),
+        fault_seed: int | None = None,
+        write_cache: bool | None = None,
+        sanitize: bool | str | None = None,
     ) -> GuestRun:
         """Start the machine and boot ``guest`` on its disks (``ahci-emu vm run DIR``);
         the options are :meth:`Rig.run`'s."""
@@ -375,7 +409,19 @@ class Vm:
             [],
             [self.folder],
             self,
-            _Options(ops, append, timeout, trace, memory, backend, report_checks),
+            _Options(
+                ops,
+                append,
+                timeout,
+                trace,
+                memory,
+                backend,
+                report_checks,
+                tuple(faults),
+                fault_seed,
+                write_cache,
+                self.rig.sanitize if sanitize is None else sanitize,
+            ),
         )
 
 
@@ -390,6 +436,30 @@ class _Options:
     memory: int | None
     backend: str | None
     report_checks: bool
+    faults: tuple[str, ...] = ()
+    fault_seed: int | None = None
+    write_cache: bool | None = None
+    sanitize: bool | str = False
+
+    def emu_arguments(self) -> list[str]:
+        """The ``ahci-emu`` options for faults, the write cache and the sanitizer."""
+        args = [f"--fault={spec}" for spec in self.faults]
+        if self.sanitize:
+            if self.sanitize not in (True, "strict"):
+                raise ValueError(f"sanitize is True or 'strict', not {self.sanitize!r}")
+            args.append("--sanitize=strict" if self.sanitize == "strict" else "--sanitize")
+        if self.faults:
+            args.append("--verbose")
+        if self.fault_seed is not None:
+            args.append(f"--fault-seed={self.fault_seed}")
+        if self.write_cache is not None:
+            args.append(f"--write-cache={'on' if self.write_cache else 'off'}")
+        return args
+
+    @property
+    def traced(self) -> bool:
+        """Faults and violations are reported through the trace: such runs are traced."""
+        return self.trace or bool(self.faults) or bool(self.sanitize)
 
 
 # ---- running ahci-emu -----------------------------------------------------------------

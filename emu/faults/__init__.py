@@ -1,0 +1,1 @@
+"""Fault injection: the vocabulary of ``--fault`` specs and the plan that fires them."""
