@@ -47,6 +47,7 @@ from unicorn.x86_const import (
     UC_X86_REG_EDX,
     UC_X86_REG_ES,
     UC_X86_REG_GDTR,
+    UC_X86_REG_IDTR,
     UC_X86_REG_MSR,
     UC_X86_REG_R11,
     UC_X86_REG_RCX,
@@ -70,6 +71,7 @@ from emu.machine.bzimage import (
     load_linux,
 )
 from emu.machine.errors import GuestFault, KernelPanic
+from emu.machine.pagewalk import translate_long
 from emu.machine.rtc import CmosRtc
 from emu.machine.stoptimer import StopTimer
 from emu.machine.unicorn_internals import CpuInternals, self_check
@@ -81,6 +83,10 @@ MP_TABLE_ADDRESS = 0xF0000
 AHCI_DEVICE = 31
 BLOCKED_IRQ_POLL = 0.0005  # s: look again this soon when IF=0 holds an interrupt back
 DOUBLE_FAULT = 8
+INVALID_OPCODE = 6
+IDT_GATE_SIZE = 16
+GATE_PRESENT = 0x80
+GATE_INTERRUPT_OR_TRAP = 0xE  # types 0xE and 0xF: bit 0 tells them apart
 
 EFLAGS_IF = 1 << 9
 EFLAGS_RF = 1 << 16
@@ -213,11 +219,39 @@ class LinuxBoard(Board):
     # -- hooks ---------------------------------------------------------------------------
 
     def _exception(self, uc, vector: int, _ud) -> None:
-        self.cpu.deliver_exception()
+        self._deliver(vector)
 
     def _invalid_opcode(self, uc, _ud) -> bool:
-        self.cpu.deliver_exception()  # #UD: Linux's BUG() and WARN() are ud2
+        self._deliver(INVALID_OPCODE)  # Linux's BUG() and WARN() are ud2
         return True
+
+    def _deliver(self, vector: int) -> None:
+        """Hand the exception to QEMU's delivery, unless the guest has no usable gate for
+        it: QEMU would then raise a fault inside the delivery, which must not unwind
+        through this hook. The CPU would shut down (a triple fault, in the end)."""
+        problem = self._gate_problem(vector)
+        if problem is None:
+            self.cpu.deliver_exception()
+            return
+        if self._fault is None:
+            self._fault = (
+                f"triple fault: CPU exception {vector} at RIP=0x{self.eip():x} and {problem}"
+            )
+        self.uc.emu_stop()
+
+    def _gate_problem(self, vector: int) -> str | None:
+        _, base, limit, _ = self.uc.reg_read(UC_X86_REG_IDTR)
+        if vector * IDT_GATE_SIZE + IDT_GATE_SIZE - 1 > limit:
+            return f"vector {vector} lies past the IDT limit"
+        address = translate_long(
+            self.memory, self.uc.reg_read(UC_X86_REG_CR3), base + vector * IDT_GATE_SIZE
+        )
+        if address is None or address + IDT_GATE_SIZE > self.memory.size:
+            return "the IDT is not mapped in RAM"
+        access = self.memory.mem[address + 5]
+        if not access & GATE_PRESENT or access & 0xE != GATE_INTERRUPT_OR_TRAP:
+            return f"vector {vector} has no present interrupt or trap gate"
+        return None
 
     def _syscall(self, uc, _ud) -> None:
         rip = uc.reg_read(UC_X86_REG_RIP)

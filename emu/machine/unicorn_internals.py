@@ -351,7 +351,7 @@ def _run_probe(layout: Layout) -> str | None:
         _UNMAPPED,
     ):
         return "the page fault was not delivered through the IDT with its error code and CR2"
-    if cpu.old_exception != NO_EXCEPTION or not cpu.halted:
+    if cpu.old_exception != NO_EXCEPTION or cpu._halted.value != 1:
         return "the CPU's exception and halt state are not where the layout says"
     cpu.wake()
     cpu.tsc_offset = 1 << 62

@@ -49,7 +49,7 @@ _COMPARE = 4096  # granularity of the write-back after a QEMU run
 
 def board_boots_linux() -> bool:
     """Whether this ahci-emu's ``run`` loads Linux kernels (it takes ``--initrd``)."""
-    from emu.cli import build_parser
+    from emu.commands.dispatch import build_parser
 
     argv = ["run", "kernel", "--initrd", "initrd"]
     try:
