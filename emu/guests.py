@@ -30,28 +30,31 @@ def builtin_guests() -> list[str]:
 
 
 def resolve_guest(name_or_path: str | None, note: Callable[[str], None] | None = None) -> str:
-    """The guest file GUEST stands for (see the module's rule).
+    """The guest file GUEST stands for (see the module's rule); no GUEST is the default.
 
     When GUEST names both a regular file here and a built-in guest, the file is used
     and ``note`` (if given) is told so, with the built-in's path to use instead.
     """
-    if name_or_path is None:
-        name_or_path = DEFAULT_GUEST
-    builtin = guest_images_dir() / f"{name_or_path}.elf"
+    if name_or_path is None:  # the built-in default, whatever the working folder holds
+        return _builtin(DEFAULT_GUEST)
     if "/" in name_or_path or os.sep in name_or_path:
         if not os.path.isfile(name_or_path):
             raise EmuError(f"{name_or_path}: no such guest file")
         return name_or_path
     if os.path.isfile(name_or_path):
+        builtin = guest_images_dir() / f"{name_or_path}.elf"
         if note is not None and builtin.is_file():
             note(f"note: using the file ./{name_or_path}; the built-in guest is {builtin}")
         return name_or_path
-    if not builtin.is_file():
-        raise EmuError(
-            f"{name_or_path}: no such guest file or built-in guest "
-            f"(built-in: {', '.join(builtin_guests())})"
-        )
-    return str(builtin)
+    return _builtin(name_or_path)
+
+
+def _builtin(name: str) -> str:
+    image = guest_images_dir() / f"{name}.elf"
+    if not image.is_file():
+        known = ", ".join(builtin_guests())
+        raise EmuError(f"{name}: no such guest file or built-in guest (built-in: {known})")
+    return str(image)
 
 
 def guest_kind(path: str) -> str:

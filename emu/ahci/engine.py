@@ -24,6 +24,7 @@ from emu.ahci.cmdtable import (
     write_prdbc,
 )
 from emu.ahci.dma import HostBusError, HostMemory
+from emu.ata.disk import sector_range
 from emu.ata.errors import GOOD, AtaError
 from emu.ata.taskfile import (
     STATUS_BSY,
@@ -91,11 +92,26 @@ class CommandEngine:
         self.halted = False
         self._srst = False
         self._completed_tags = 0  # queued commands done, their SDB FIS not yet posted
+        self.device_reset()
+
+    def device_reset(self) -> None:
+        """The device was reset (COMRESET, HBA reset, a link that comes back): a command
+        it never answered (an injected stall, a lost link) is gone."""
+        self.stalled = False  # the device holds a command it will never finish
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        """Completions held back (injected latency) for commands that are gone."""
+        self.busy = False  # a non-queued command's completion is held back
+        faults = self.port.faults
+        if faults is not None:
+            faults.drop(self.port.index)
 
     def stop(self) -> None:
         """PxCMD.ST cleared or a COMRESET: the commands in PxCI and PxSACT are dropped
         (the port has cleared them) and a halted engine may run again."""
         self.halted = False
+        self._drop_held()
 
     # -- the one completion path ---------------------------------------------------
 
@@ -162,7 +178,7 @@ class CommandEngine:
         """The guest wrote ``value`` to PxCI: commands issued to a stopped or empty port
         are ignored."""
         port = self.port
-        if not port.cmd & _CMD_ST or port.disk is None:
+        if not port.cmd & _CMD_ST or port.disk is None or port.link_down:
             return
         issued = value & ~port.ci
         port.ci |= value
@@ -185,7 +201,7 @@ class CommandEngine:
         ram = self.memory.mem
         command_list = port.clbu << 32 | port.clb
         observer = port.observer
-        while port.ci and not self.halted:
+        while port.ci and not (self.halted or self.stalled or self.busy):
             pending = port.ci
             slot = (pending & -pending).bit_length() - 1
             port.cmd = (port.cmd & ~_CMD_CCS_MASK) | slot << _CMD_CCS_SHIFT
@@ -232,17 +248,26 @@ class CommandEngine:
         if buffers is None:
             self._overflow(slot, nbytes)
             return
-        if req.tag is not None:  # READ/WRITE FPDMA QUEUED
-            if req.tag != slot:  # AHCI 5.3.2: the tag of an NCQ command is its slot
-                self._refuse(slot, area, ABORTED, f"NCQ tag {req.tag} issued in slot {slot}")
-                return
+        queued = req.tag is not None  # READ/WRITE FPDMA QUEUED
+        if queued and req.tag != slot:  # AHCI 5.3.2: the tag of an NCQ command is its slot
+            self._refuse(slot, area, ABORTED, f"NCQ tag {req.tag} issued in slot {slot}")
+            return
+        faults = self.port.faults
+        fault = None
+        if faults is not None:
+            lba, count = sector_range(tf)
+            fault = faults.check(self.port.index, slot, tf.command, lba, count)
+        if queued:
             # The device accepts the command: a D2H FIS with BSY clear and I=0 frees the
             # slot, then a DMA Setup FIS opens the transfer.
             self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
-            if area is not None:
+            if area is not None and (fault is None or fault.kind == "latency"):
                 fis.write_dma_setup(
                     area, slot, to_host=req.protocol is Protocol.FPDMA_IN, transfer_count=nbytes
                 )
+        if fault is not None and fault.kind != "latency":
+            self._lose(fault)
+            return
         done = disk.execute(req, buffers)
         observer = self.port.observer
         if observer is not None:
@@ -255,13 +280,50 @@ class CommandEngine:
                 done,
                 disk.read_sources(req),
             )
-        if req.tag is None:
+        if fault is not None:  # latency: the completion waits
+            if not queued:
+                self.busy = True  # the device is busy with it: later slots wait
+                self.port.tfd = (self.port.tfd & ~0xFF) | STATUS_BSY
+            held = (slot, header, req, done, interrupt_on_piece)
+            faults.hold(self.port.index, fault, lambda: self._release(*held))
+        elif not queued:
             self.complete(area, slot, header, req, done, interrupt_on_piece)
         elif done is GOOD or not done.failed:
             self._completed_tags |= 1 << slot  # its SDB FIS goes with the batch's
         else:  # the error goes in an SDB FIS of its own, after the batch's
             self._post_completions(area)
             self.post(area, _SDB, done, 0, _IS_TFES)
+
+    # -- injected faults (emu.faults.port) ----------------------------------------------
+
+    def _lose(self, fault) -> None:
+        """A stall (the device took the command and never answers) or a link lost under
+        it: a queued command keeps its PxSACT bit (it was accepted), a non-queued one its
+        PxCI bit, with PxTFD.BSY for a stall. Nothing more runs until a reset."""
+        port = self.port
+        self.stalled = True
+        if fault.kind == "stall":
+            if port.ci & ~port.sact:  # a non-queued command: the device stays busy
+                port.tfd = (port.tfd & ~0xFF) | STATUS_BSY
+            return
+        port.unplug()
+        port.faults.hold(port.index, fault, port.replug, completion=False)
+
+    def _release(
+        self, slot: int, header: int, req: Request, done: Completion, interrupt_on_piece: bool
+    ) -> None:
+        """A completion held back (latency) is posted, and the commands waiting behind it
+        run."""
+        area = self.port.rfis
+        if req.tag is None:
+            self.busy = False
+            self.complete(area, slot, header, req, done, interrupt_on_piece)
+        elif done is GOOD or not done.failed:
+            self.post(area, _SDB, GOOD, tags=1 << slot)
+        else:
+            self.post(area, _SDB, done, 0, _IS_TFES)
+        if self.port.ci and self.port.cmd & _CMD_ST:
+            self._run_pending()
 
     def complete(
         self,

@@ -15,6 +15,7 @@ from emu.ata.taskfile import STATUS_DRDY, STATUS_DSC, Completion
 if TYPE_CHECKING:
     from emu.ahci.observer import PortObserver
     from emu.ata.disk import AtaDisk
+    from emu.faults.port import PortFaults
 
 # The signature a SATA disk reports after a reset (ATA8-ACS 9.12): status DRDY|DSC, error 01h
 # ("no error" from diagnostics), count 1, LBA 1.
@@ -35,12 +36,15 @@ class AhciPort:
         on_interrupt: Callable[["AhciPort", int], None],
         bus_master: Callable[[], bool],
         observer: "PortObserver | None" = None,
+        faults: "PortFaults | None" = None,
     ) -> None:
         self.index = index
         self.memory = memory
         self.disk = disk
         self._on_interrupt = on_interrupt
         self.observer = observer
+        self.faults: PortFaults | None = faults
+        self.link_down = False  # an injected link loss: no device until it comes back
         self.engine = CommandEngine(self, memory, bus_master)
         self.power_on()
 
@@ -68,10 +72,11 @@ class AhciPort:
 
     def _link_up(self, area: memoryview | None = None) -> None:
         """COMRESET done: a disk answers with its signature FIS."""
-        if self.disk is None:
+        if self.disk is None or self.link_down:
             self.ssts = 0
             return
         self.disk.reset()
+        self.engine.device_reset()
         self.ssts = regs.SSTS_IPM_ACTIVE | regs.SSTS_SPD_GEN1 | regs.SSTS_DET_PRESENT
         self.signature(area)
 
@@ -88,9 +93,26 @@ class AhciPort:
         self.engine.stop()
         # With no FIS area in RAM the signature is not posted; PxSIG and PxTFD still get it.
         self._link_up(self.rfis)
-        if self.disk is not None:
+        if self.ssts:
             self.serr |= regs.SERR_DIAG_X
             self.raise_interrupt(regs.IS_PCS)
+
+    def unplug(self) -> None:
+        """An injected link loss: PhyRdy drops (PxSSTS.DET 0, PxSERR.DIAG.N, PxIS.PRCS);
+        what the device held is lost with it."""
+        self.link_down = True
+        self.ssts = 0
+        self.tfd = NO_DEVICE_TFD
+        self.serr |= regs.SERR_DIAG_N
+        self.raise_interrupt(regs.IS_PRCS)
+
+    def replug(self) -> None:
+        """The device comes back: COMINIT, the link up (PxSERR.DIAG.X and .N, PxIS.PCS
+        and PRCS) and the device's signature, as after a COMRESET."""
+        self.link_down = False
+        self._link_up(self.rfis)
+        self.serr |= regs.SERR_DIAG_X | regs.SERR_DIAG_N
+        self.raise_interrupt(regs.IS_PCS | regs.IS_PRCS)
 
     def _place_fis_area(self) -> None:
         """PxFB, PxFBU or PxCMD.FRE changed: ``rfis`` is the received-FIS area FISes go to
@@ -110,7 +132,12 @@ class AhciPort:
         if reg == regs.PxCI:
             return self.ci
         if reg == regs.PxIS:
-            return self.is_ | (regs.IS_PCS if self.serr & regs.SERR_DIAG_X else 0)
+            serr = self.serr
+            return (
+                self.is_
+                | (regs.IS_PCS if serr & regs.SERR_DIAG_X else 0)
+                | (regs.IS_PRCS if serr & regs.SERR_DIAG_N else 0)
+            )
         if reg == regs.PxTFD:
             return self.tfd
         if reg == regs.PxCMD:
@@ -195,8 +222,9 @@ class AhciPort:
     # -- interrupts ------------------------------------------------------------
 
     def raise_interrupt(self, bits: int) -> None:
-        """Set ``bits`` in PxIS (PCS only mirrors PxSERR.DIAG.X) and tell the HBA."""
-        self.is_ |= bits & ~regs.IS_PCS
+        """Set ``bits`` in PxIS (PCS and PRCS only mirror PxSERR.DIAG.X and .N) and tell
+        the HBA."""
+        self.is_ |= bits & ~(regs.IS_PCS | regs.IS_PRCS)
         self._on_interrupt(self, bits)
 
     @property

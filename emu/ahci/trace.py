@@ -17,7 +17,8 @@ class Tracer(PortObserver):
         self._stream = stream
         self.registers = registers
 
-    def _emit(self, record: dict) -> None:
+    def emit(self, record: dict) -> None:
+        """One line of the trace (faults and violations come here too)."""
         import json  # only traced runs pay for it
 
         self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -47,7 +48,7 @@ class Tracer(PortObserver):
         }
         if sources is not None:
             record["sources"] = [list(source) for source in sources]
-        self._emit(record)
+        self.emit(record)
 
     def command_failed(
         self, port: "AhciPort", slot: int, reason: str, done: Completion | None
@@ -55,7 +56,7 @@ class Tracer(PortObserver):
         record = {"event": "failure", "port": port.index, "slot": slot, "reason": reason}
         if done is not None:
             record |= {"status": done.status, "error": done.error}
-        self._emit(record)
+        self.emit(record)
 
     def register(self, kind: str, offset: int, size: int, value: int) -> None:
-        self._emit({"event": kind, "offset": offset, "size": size, "value": value})
+        self.emit({"event": kind, "offset": offset, "size": size, "value": value})

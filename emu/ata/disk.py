@@ -277,8 +277,7 @@ class AtaDisk:
         sources = getattr(self._dev, "sources", None)
         if sources is None or req.taskfile.command not in _SECTOR_READS:
             return None
-        lba, _ = _extent(req.taskfile)
-        return sources(lba * SECTOR_SIZE, req.nbytes)
+        return sources(req.lba * SECTOR_SIZE, req.nbytes)
 
     # -- decoding -----------------------------------------------------------
 
@@ -289,7 +288,7 @@ class AtaDisk:
     def _decode_sectors(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
         self._check_range(tf, lba, count)
-        return Request(tf, protocol, count * SECTOR_SIZE)
+        return Request(tf, protocol, count * SECTOR_SIZE, None, lba, count)
 
     def _decode_multiple(self, tf: TaskFile, protocol: Protocol) -> Request:
         if not self._multiple:
@@ -299,7 +298,7 @@ class AtaDisk:
     def _decode_verify(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
         self._check_range(tf, lba, count)
-        return Request(tf, protocol)
+        return Request(tf, protocol, 0, None, lba, count)
 
     def _decode_queued(self, tf: TaskFile, protocol: Protocol) -> Request:
         tag = tf.count >> NCQ_TAG_SHIFT & NCQ_TAG_MASK
@@ -309,7 +308,7 @@ class AtaDisk:
         except AtaError as err:
             self._record_ncq_error(tag, err.completion)
             raise
-        return Request(tf, protocol, count * SECTOR_SIZE, tag)
+        return Request(tf, protocol, count * SECTOR_SIZE, tag, lba, count)
 
     def _decode_identify(self, tf: TaskFile, protocol: Protocol) -> Request:
         return Request(tf, protocol, SECTOR_SIZE)
@@ -334,7 +333,7 @@ class AtaDisk:
 
     def _execute_read(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = _extent(tf)[0]
+        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
@@ -347,7 +346,7 @@ class AtaDisk:
 
     def _execute_write(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = _extent(tf)[0]
+        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
@@ -364,7 +363,7 @@ class AtaDisk:
 
     def _execute_verify(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba, count = _extent(tf)
+        lba, count = req.lba, req.count
         chunk = len(self._scratch) // SECTOR_SIZE
         while count:
             n = min(count, chunk)

@@ -26,7 +26,7 @@ EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
 123 when a Linux guest panics, 124 when the guest outlives --timeout,
 125 on a stray access under --strict or a violation under --sanitize=strict,
-126 on a CPU exception the guest does not handle, a triple fault, or a halt it
+126 on a CPU exception the guest does not handle, a triple fault or a halt it
 cannot leave, 137 when an injected power cut ends the run, 130 on Ctrl-C or
 SIGTERM, 2 on a bad option, option value or fault spec, 1 on any other error
 (bad guest, kernel, initrd or disk file, an output that cannot be written, a
@@ -34,7 +34,7 @@ SIGTERM, 2 on a bad option, option value or fault spec, 1 on any other error
 libunicorn whose internals Linux guests need is not known).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
-idnf, abrt, df, power-cut; triggers port=N,
+idnf, abrt, df, power-cut, stall, latency, link-loss; triggers port=N,
 lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
 The README's "Fault injection" section has the whole vocabulary.
 """

@@ -4,8 +4,9 @@
 hard-coded version), downloads it and ``busybox-static`` with ``apt-get download``,
 unpacks each with ``dpkg-deb -x`` and runs ``depmod -b`` on the kernel's modules
 (the package leaves ``modules.dep`` to its install script). A package version
-already unpacked is not fetched again. ``material.json`` in the cache names what
-is current; :func:`load` reads only that, with no apt and no network.
+already unpacked is not fetched again; versions no longer current are deleted.
+``material.json`` in the cache names what is current; :func:`load` reads only that,
+with no apt and no network.
 
 The cache folder is ``$AHCI_EMU_LINUX_DIR``, else ``$XDG_CACHE_HOME/ahci-emu/linux``,
 else ``~/.cache/ahci-emu/linux``. Everything in it belongs to this module.
@@ -110,7 +111,16 @@ def fetch(cache: Path | None = None, log: Callable[[str], None] = print) -> Mate
     tmp = cache / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(cache / MANIFEST)
+    _prune(cache, {kernel_dir, busybox_dir}, log)
     return load(cache)
+
+
+def _prune(cache: Path, keep: set[Path], log: Callable[[str], None]) -> None:
+    """Delete the packages an earlier fetch unpacked that are no longer current."""
+    for folder in cache.glob("*_*"):
+        if folder not in keep and (folder / _DONE).is_file():
+            log(f"{folder.name}: no longer current, deleted")
+            shutil.rmtree(folder)
 
 
 def current_kernel_package() -> str:

@@ -181,7 +181,7 @@ class Sanitizer:
         if again:
             slot = (again & -again).bit_length() - 1
             self._violation("reissued-slot", index, slot, "PxCI written with a bit still set")
-        if issued and port.halted:
+        if issued and port.engine.halted:
             slot = (issued & -issued).bit_length() - 1
             self._violation(
                 "issue-while-halted", index, slot, "PxCI written while the port is halted"

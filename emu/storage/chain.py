@@ -40,6 +40,7 @@ regular files are read (a FIFO named ``x.vdi`` is skipped, never waited on), and
 a :class:`FolderScans` reads each folder's headers once for a whole chain.
 """
 
+import heapq
 import itertools
 import os
 from collections import OrderedDict
@@ -236,6 +237,15 @@ class Chain(Closing):
                 runs.append((pos, stop - pos, path))
             pos = stop
         return runs
+
+    def data_blocks(self) -> Iterator[int]:
+        """Indexes of the blocks some image of the chain has data for, ascending (a
+        superset of the blocks that read as anything but zeros)."""
+        last = -1
+        for index in heapq.merge(*(image.stored_blocks(zeros=False) for image in self._images)):
+            if index != last:
+                last = index
+                yield index
 
     # ---- internals ------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import enum
 import fcntl
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol, Self
 from uuid import UUID
 
@@ -99,6 +99,10 @@ class Image(Protocol):
 
     def block_offset(self, index: int) -> int:
         """File offset of the data of an ALLOCATED block."""
+
+    def stored_blocks(self, *, zeros: bool = True) -> Iterable[int]:
+        """Indexes of the blocks stored here (ALLOCATED, and ZERO unless ``zeros`` is
+        False), ascending, without visiting long empty stretches one by one."""
 
     def read_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
         """Fill ``buffers`` from the file starting at file offset ``offset``."""

@@ -10,7 +10,7 @@ Both merges can be repeated after a crash and end in the same state.
 """
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
@@ -36,7 +36,7 @@ class CheckResult:
 
     corruptions: data could be read wrongly (bad header, map entries past the end
     of the file or shared, broken linkage). leaks: space or counts an interrupted
-    write left behind; harmless, ``compact`` (or the next flush, for counts)
+    write left behind; harmless, ``compact`` (or the next change, for counts)
     repairs them. errors: the check could not be completed (a parent not found).
     warnings: worth knowing, not wrong (a parent modified after its diff was made).
     """
@@ -198,7 +198,7 @@ def merge_into_child(parent_path: str, child_path: str, *, progress: Progress | 
             return child.path  # merged already: the child links to the grandparent
         check_link(child, parent)
         child.track_modify = False
-        for index in _blocks(child, progress):
+        for index in _blocks(parent, progress):
             if child.block_state(index) is BlockState.ABSENT:
                 state = parent.block_state(index)
                 if state is BlockState.ALLOCATED:
@@ -233,16 +233,12 @@ def convert(
         try:
             with open_chain(dst_path) as target:
                 buf = memoryview(bytearray(BLOCK_SIZE))
-                total = -(-source.size // BLOCK_SIZE)
-                for index in range(total):
+                for index in _progressing(source.data_blocks(), source.size, progress):
                     start = index * BLOCK_SIZE
                     piece = buf[: min(BLOCK_SIZE, source.size - start)]
-                    if source.sources(start, len(piece))[0][2] is not None:
-                        source.readv(start, [piece])
-                        if not is_zero(piece):
-                            target.writev(start, [piece])
-                    if progress:
-                        progress(index + 1, total)
+                    source.readv(start, [piece])
+                    if not is_zero(piece):
+                        target.writev(start, [piece])
         except BaseException:
             os.unlink(dst_path)
             raise
@@ -387,12 +383,21 @@ def _open_vdi(path: str, *, read_only: bool = False, exclusive: bool | None = No
 
 
 def _blocks(image: VdiImage, progress: Progress | None) -> Iterator[int]:
-    """Block indexes of an image, reporting progress after each."""
-    total = -(-image.size // BLOCK_SIZE)
-    for index in range(total):
+    """Indexes of the blocks ``image`` has an entry for (data or ZERO), with progress."""
+    return _progressing(image.stored_blocks(), image.size, progress)
+
+
+def _progressing(indexes: Iterable[int], size: int, progress: Progress | None) -> Iterator[int]:
+    """``indexes`` (ascending block indexes of a disk of ``size`` bytes), reporting progress
+    in blocks of the disk after each and at the end; empty stretches cost nothing."""
+    total, done = -(-size // BLOCK_SIZE), 0
+    for index in indexes:
         yield index
+        done = index + 1
         if progress:
-            progress(index + 1, total)
+            progress(done, total)
+    if progress and done != total:
+        progress(total, total)
 
 
 def _read_block(image: VdiImage, index: int) -> memoryview:

@@ -156,9 +156,9 @@ class MachineFiles:
             return f"a symlink (to {os.path.realpath(path)}), not the machine's own file"
         if not stat.S_ISREG(mode):
             return "not a regular file"
-        from emu.storage.vdi import read_uuid_create  # kept out of check_output's imports
+        from emu.storage.vdi import read_uuids  # kept out of check_output's imports
 
-        if not partial and read_uuid_create(path) != medium:
+        if not partial and read_uuids(path)[0] != medium:
             return f"not a VDI with the UUID {medium}"
         return None
 

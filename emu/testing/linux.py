@@ -143,6 +143,7 @@ class LinuxRig:
         self,
         script: str,
         *disks: PathLike,
+        vm: Vm | None = None,
         backend: str | None = None,
         append: str = "",
         trace: bool = False,
@@ -151,63 +152,36 @@ class LinuxRig:
         files: Mapping[str, bytes] | None = None,
     ) -> LinuxRun:
         """Boot Linux with ``script`` as its test, ``disks`` on ports 0, 1, ...
+        (``ahci-emu run KERNEL ... --disk ...``), or start machine folder ``vm``
+        instead (``ahci-emu vm run DIR KERNEL ...``).
 
         ``append`` goes after the rig's command line; ``trace`` records ahci-emu's
         ``--trace`` (never under QEMU); ``modules``/``files`` as
         :func:`~emu.linuxkit.initramfs.build_initramfs` takes them."""
-        paths = [self.rig.path(d) for d in disks]
-        initrd = self.initramfs(script, disks=len(paths), modules=modules, files=files)
-        return self._boot(["run"], paths, None, initrd, backend, append, trace, timeout)
-
-    def boot_vm(
-        self,
-        vm: Vm,
-        script: str,
-        *,
-        backend: str | None = None,
-        append: str = "",
-        trace: bool = False,
-        timeout: float | None = None,
-        modules: Iterable[str] = DEFAULT_MODULES,
-        files: Mapping[str, bytes] | None = None,
-    ) -> LinuxRun:
-        """Start machine ``vm`` (``ahci-emu vm run DIR KERNEL``) with ``script``;
-        the options are :meth:`boot`'s."""
-        ports = len(vm.info()["attachments"])
-        initrd = self.initramfs(script, disks=ports, modules=modules, files=files)
-        return self._boot(
-            ["vm", "run", str(vm.folder)], [vm.folder], vm, initrd, backend, append, trace, timeout
-        )
-
-    def _boot(
-        self,
-        command: list[str],
-        disks: list[Path],
-        vm: Vm | None,
-        initrd: Path,
-        backend: str | None,
-        append: str,
-        trace: bool,
-        timeout: float | None,
-    ) -> LinuxRun:
         backend = backend or self.backend
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if vm is not None and disks:
+            raise ValueError("give disks or a machine folder, not both")
+        paths = [self.rig.path(d) for d in disks]
+        count = len(vm.info()["attachments"]) if vm is not None else len(paths)
+        initrd = self.initramfs(script, disks=count, modules=modules, files=files)
         timeout = timeout or self.timeout
         cmdline = f"{self.append} {append}".strip()
         rundir = self.rig.path(f"runs/{len(self.rig.runs) + 1:03d}-linux-{backend}")
         rundir.mkdir(parents=True, exist_ok=True)
         if backend == "qemu":
-            run = _run_qemu(self.material.kernel, initrd, cmdline, disks, vm, rundir, timeout)
+            run = _run_qemu(self.material.kernel, initrd, cmdline, paths, vm, rundir, timeout)
         else:
             trace_file = rundir / "trace.jsonl"
+            command = ["run"] if vm is None else ["vm", "run", vm.folder]
             argv = [*command, self.material.kernel, "--initrd", initrd, "--append", cmdline]
-            for disk in [] if vm else disks:
+            for disk in paths:
                 argv += ["--disk", disk]
             argv += ["--timeout", f"{timeout:g}"]
             if trace:
                 argv += ["--trace", trace_file]
-            run = _run_emu(cli_command(*argv), timeout, rundir, disks)
+            run = _run_emu(cli_command(*argv), timeout, rundir, [vm.folder] if vm else paths)
             if trace:
                 run.trace = parse_trace(_text(trace_file))
         run.label = f"linux-{backend}#{len(self.rig.runs) + 1}"

@@ -7,7 +7,7 @@
 ``linux``
     A :class:`~emu.testing.linux.LinuxRig` on the test's ``ahci`` rig:
     ``linux.boot(script, *disks)`` boots the kernel with ``script`` and returns a
-    :class:`~emu.testing.linux.LinuxRun`; ``linux.boot_vm(vm, script)`` starts a
+    :class:`~emu.testing.linux.LinuxRun`; ``linux.boot(script, vm=vm)`` starts a
     machine folder. It boots where ``ahci_backend`` says, so a test marked
     ``ahci_oracle`` runs under ahci-emu and under QEMU. The ahci-emu half is
     skipped while this ahci-emu cannot load Linux kernels.

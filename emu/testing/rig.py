@@ -515,7 +515,7 @@ def qemu_command(
     disks: Sequence[tuple[int, PathLike]],
     binary: str | None = None,
 ) -> list[str]:
-    """QEMU q35 with the machine contract of DESIGN.md; ``disks`` as (port, raw file).
+    """QEMU q35 with the machine contract of docs/machine.md; ``disks`` as (port, raw file).
     TRIM reaches the files (``discard=unmap``) as it reaches our images. The one place
     that spells the reference machine out (the oracle and the benchmarks use it too)."""
     cmd = [

@@ -39,11 +39,21 @@ OTHERS = [
     ("bench", "count=64 op=write flush=4", []),
     ("bench", "count=64 op=ncq qd=32", []),
     ("bench", "count=64 op=ncqwrite qd=8", []),
+    *[
+        (driver, workload, [])
+        for driver in ("bench_bios", "bench_msi", "bench_osdev")
+        for workload in ("count=32 op=write flush=0", "count=64 op=ncq qd=32")
+    ],
     ("hello", "", []),
     ("pci", "", []),
     ("pcidump", "", []),
     ("faults", "test=media lba=96 count=16 bad=100", ["media-error:lba=100-107"]),
     ("faults", "test=ncq lba=64 bad=85", ["media-error:lba=85-86,opcode=ncq,times=1"]),
+    # Recovery by COMRESET or GHC.HR with a command outstanding is legal.
+    ("faults", "test=stall how=comreset", ["stall:nth=1,opcode=0x25"]),
+    ("faults", "test=stall how=hba", ["stall:nth=1,opcode=0x25"]),
+    ("faults", "test=unplug", ["link-loss:nth=1,opcode=read"]),
+    ("faults", "test=latency", ["latency:opcode=ncq,nth=1,commands=3"]),
 ]
 
 

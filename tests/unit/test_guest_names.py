@@ -28,6 +28,14 @@ def builtin(name: str) -> str:
     return str(guest_images_dir() / f"{name}.elf")
 
 
+def test_no_guest_is_the_builtin_default_even_beside_a_file_of_its_name(decoys):
+    (decoys / "demo").rmdir()
+    (decoys / "demo").write_text("not a guest\n")
+    notes = []
+    assert resolve_guest(None, notes.append) == builtin("demo")
+    assert notes == []
+
+
 def test_a_folder_never_hides_a_builtin_guest(decoys):
     notes = []
     assert resolve_guest("demo", notes.append) == builtin("demo")

@@ -41,13 +41,14 @@ def files(run) -> dict[str, str]:
 
 
 @pytest.mark.ahci_oracle
+@pytest.mark.timeout(1500)  # boots of up to 5 minutes each (LinuxRig's budget)
 def test_ext4_files_come_back_with_the_snapshot_after_a_reboot(ahci, linux):
     vm = ahci.machine("vm")
     vm.attach(0, ahci.image("vm/disk.vdi", "64M"))
     vm.take("blank")  # from here on the machine writes into differencing images
     data = {"data/pattern": pattern(3 * MIB + 123)}
 
-    created = linux.boot_vm(vm, CREATE, files=data).assert_ok()
+    created = linux.boot(CREATE, files=data, vm=vm).assert_ok()
     first = files(created)
     assert first == {
         "kept.txt": sha256(b"one\n"),
@@ -62,7 +63,7 @@ def test_ext4_files_come_back_with_the_snapshot_after_a_reboot(ahci, linux):
     assert chain_bytes(chain[-1], 0, FS_BYTES) == bytes(FS_BYTES)  # the base: never written
 
     vm.take("files")
-    changed = linux.boot_vm(vm, CHANGE).assert_ok()
+    changed = linux.boot(CHANGE, vm=vm).assert_ok()
     assert files(changed) == {
         "kept.txt": sha256(b"two\n"),
         "big.bin": sha256(bytes(4096) + data["data/pattern"][4096:]),
@@ -74,6 +75,6 @@ def test_ext4_files_come_back_with_the_snapshot_after_a_reboot(ahci, linux):
     vm.restore("files")
     assert not changed_leaf.exists()  # restore discards the changed state
     assert sha256(chain_bytes(vm.leaf(0), 0, FS_BYTES, vm.registry())) == disk_after_create
-    restored = linux.boot_vm(vm, LOOK).assert_ok()
+    restored = linux.boot(LOOK, vm=vm).assert_ok()
     assert files(restored) == first
     assert not restored.messages("EXT4-fs error")

@@ -37,6 +37,7 @@ def sector(text: str) -> bytes:
 
 
 @pytest.mark.ahci_oracle
+@pytest.mark.timeout(1000)  # boots of up to 5 minutes each (LinuxRig's budget)
 def test_three_disks_on_three_ports_and_the_immutable_one_reset(ahci, linux):
     vm = ahci.machine("vm")
     immutable = ahci.image("vm/immutable.vdi", SIZES[0])
@@ -47,7 +48,7 @@ def test_three_disks_on_three_ports_and_the_immutable_one_reset(ahci, linux):
     base_before = sha256(immutable.read_bytes())
     first_sector = chain_bytes(immutable, 0, 512)
 
-    one = linux.boot_vm(vm, "WRITE=1\n" + SCRIPT).assert_ok()
+    one = linux.boot("WRITE=1\n" + SCRIPT, vm=vm).assert_ok()
     seen = one.values()
     for port, size in SIZES.items():
         assert seen[f"port{port}_sectors"] == str(size // 512)
@@ -62,7 +63,7 @@ def test_three_disks_on_three_ports_and_the_immutable_one_reset(ahci, linux):
         assert chain_bytes(vm.leaf(port), 0, 512, registry) == sector(f"port {port}")
     assert vm.leaf(0) != immutable and sha256(immutable.read_bytes()) == base_before
 
-    two = linux.boot_vm(vm, SCRIPT).assert_ok()
+    two = linux.boot(SCRIPT, vm=vm).assert_ok()
     again = two.values()
     assert again["port0_first"] == sha256(first_sector)  # reset at this start
     assert again["port1_first"] == sha256(sector("port 1"))

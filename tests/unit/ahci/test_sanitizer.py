@@ -199,7 +199,7 @@ def test_issue_while_halted(w):
     w.m.start(0)
     w.m.command(0, h2d(READ_DMA_EXT, lba=1 << 20, count=1), [(DATA, 512)])  # past the end
     w.m.issue(1)
-    assert w.m.hba.ports[0].halted
+    assert w.m.hba.ports[0].engine.halted
     w.read(1)
     w.m.issue(1 << 1)
     assert w.rules == ["issue-while-halted"]

@@ -84,6 +84,16 @@ def test_a_second_fetch_downloads_nothing(tmp_path, tools):
     assert not [c for c in tools.read_text().splitlines() if not c.startswith("apt-cache")]
 
 
+def test_a_new_kernel_replaces_the_old_one(tmp_path, tools, monkeypatch):
+    old = fetch(tmp_path / "cache", log=lambda _: None)
+    monkeypatch.setenv("REL", "6.1.0-100-amd64")
+    (tmp_path / "cache" / "notes.txt").write_text("not ours to delete")
+    new = fetch(tmp_path / "cache", log=lambda _: None)
+    assert new.release == "6.1.0-100-amd64" and new.kernel.exists()
+    assert not old.kernel.exists() and new.busybox == old.busybox
+    assert (tmp_path / "cache" / "notes.txt").exists()
+
+
 def test_a_failed_download_is_one_line_and_leaves_no_package(tmp_path, tools, monkeypatch):
     monkeypatch.setenv("APT_FAIL", "Unable to fetch some archives")
     with pytest.raises(MaterialError) as caught:

@@ -17,7 +17,7 @@ import pytest
 from vdi_files import MiB, tag_sector, write_chain
 
 from emu.storage import ops
-from emu.storage.chain import open_chain
+from emu.storage.chain import Chain, open_chain
 from emu.storage.errors import ImageFormatError, MediumError, ParentNotFoundError, StorageError
 from emu.storage.media import open_shareable
 from emu.storage.vdi import MAX_BLOCKS, VDIHEADER1PLUS, VdiImage
@@ -84,6 +84,31 @@ def test_a_16_tib_dynamic_vdi_is_ordinary(tmp_path):
     assert (tail, head, middle) == (b"\xee" * 512, b"\x11" * 512, bytes(512))
     assert ops.check(path).exit_code == 0
     assert ops.describe(path)[0].allocated == 2 * MiB
+
+
+def test_whole_image_operations_on_a_16_tib_vdi_visit_only_its_stored_blocks(
+    tmp_path, monkeypatch
+):
+    size = 16 << 40
+    base = ops.create_image(str(tmp_path / "big.vdi"), size)
+    diff = ops.create_diff(base, str(tmp_path / "diff.vdi"))
+    with open_chain(diff) as chain:
+        chain.writev(size - 512, [memoryview(b"\xee" * 512)])
+    located = []
+    real = Chain._locate
+    monkeypatch.setattr(Chain, "_locate", lambda self, i: located.append(i) or real(self, i))
+    steps = []
+    flat = ops.convert(diff, str(tmp_path / "flat.vdi"), fmt="vdi",
+                       progress=lambda done, total: steps.append((done, total)))
+    assert steps == [(size // MiB, size // MiB)]
+    assert len(located) < 10
+    with open_chain(flat, read_only=True) as chain:
+        tail = bytearray(512)
+        chain.readv(size - 512, [memoryview(tail)])
+    assert tail == b"\xee" * 512 and ops.describe(flat)[0].allocated == MiB
+    assert ops.merge(diff) == base
+    assert ops.describe(base)[0].allocated == MiB
+    assert ops.compact(base) >= 0
 
 
 @pytest.mark.parametrize("size", ["4096T", "65537T", "99999999T"])
@@ -253,7 +278,7 @@ def test_two_shareable_users_of_a_whole_fixed_vdi_write_in_place(tmp_path):
 DEEP = textwrap.dedent(
     """
     import resource, sys
-    from emu.storage.chain import open_chain
+    from emu.storage.chain import Chain, open_chain
     from vdi_files import tag_sector
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     leaf, depth, blocks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -365,3 +390,37 @@ def test_info_on_a_sound_header_over_a_corrupt_map_says_corrupt(tmp_path, image_
     info = json.loads(out)
     assert [i["corrupt"] for i in info["chain"]] == [False, True]
     assert image_cli("check", diff)[0] == 2
+
+
+# ---- the same through `ahci-emu run` ---------------------------------------------------
+
+
+def run_demo(disk: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emu.cli", "run", "demo", "--disk", str(disk), "--timeout", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("case", ["missing parent", "fifo", "huge sparse map"])
+def test_a_refused_run_is_one_line_at_once_and_changes_no_byte(tmp_path, case):
+    if case == "missing parent":
+        base = Path(ops.create_image(str(tmp_path / "base.vdi"), 4 * MiB))
+        disk = Path(ops.create_diff(str(base), str(tmp_path / "leaf.vdi")))
+        patch_header(disk, cBlocksAllocated=1)  # stale: the run must not rewrite it
+        base.unlink()
+        fragment = "not found"
+    elif case == "fifo":
+        disk = tmp_path / "disk.vdi"
+        os.mkfifo(disk)
+        fragment = "is a FIFO, not an image file"
+    else:
+        disk = claim(tmp_path, MAX_BLOCKS)
+        fragment = "block map is not stored in the file"
+    before = digest(disk) if disk.is_file() else {}
+    proc = run_demo(disk)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
+    assert (digest(disk) if disk.is_file() else {}) == before

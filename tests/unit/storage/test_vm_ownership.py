@@ -171,7 +171,7 @@ def test_a_crash_leftover_is_deleted_only_if_it_is_still_the_machines_diff(tmp_p
     snapshots = tmp_path / "vm" / "Snapshots"
     # a diff whose UUID is in discard, as an interrupted change leaves it
     ops.create_diff(base, str(snapshots / "own.vdi"))
-    own, replaced = vdi.read_uuid_create(str(snapshots / "own.vdi")), uuid.uuid4()
+    own, replaced = vdi.read_uuids(str(snapshots / "own.vdi"))[0], uuid.uuid4()
     (snapshots / "own.vdi").rename(snapshots / f"{{{own}}}.vdi")
     data = machine_json(tmp_path / "vm")
     (snapshots / f"{{{replaced}}}.vdi").write_text("the user's now")
