@@ -81,7 +81,7 @@ from emu.machine.watchdog import Watchdog
 CRYSTAL_HZ = 25_000_000  # CPUID 15h core crystal = the local-APIC timer's input clock
 MP_TABLE_ADDRESS = 0xF0000
 AHCI_DEVICE = 31
-BLOCKED_IRQ_POLL = 0.0005  # s: look again this soon when IF=0 holds an interrupt back
+BLOCKED_IRQ_POLL = 0.0001  # s: look again this soon when IF=0 holds an interrupt back
 DOUBLE_FAULT = 8
 INVALID_OPCODE = 6
 IDT_GATE_SIZE = 16
