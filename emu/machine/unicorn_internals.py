@@ -209,10 +209,6 @@ class CpuInternals:
         self._halted.value = 0
 
     @property
-    def cpl(self) -> int:
-        return self._hflags.value & HF_CPL_MASK
-
-    @property
     def interrupt_shadow(self) -> bool:
         """The CPU is in an STI / MOV SS shadow: no external interrupt before the next insn."""
         return bool(self._hflags.value & HF_INHIBIT_IRQ)
