@@ -138,7 +138,7 @@ class PanicWatch:
                 self._line.clear()
                 at = line.find(PANIC_END)
                 if at >= 0:
-                    reason = line[at + len(PANIC_END) :].removesuffix(b" ]---").strip()
+                    reason = line[at + len(PANIC_END) :].strip().removesuffix(b"]---").strip()
                     self._on_panic(reason.decode(errors="replace"))
             elif len(self._line) < 512:
                 self._line.append(byte)

@@ -68,7 +68,7 @@ def test_an_exception_without_a_gate_is_a_triple_fault_with_one_line(tmp_path):
 
 
 def test_a_kernel_panic_ends_the_run_with_its_message_and_status_123(tmp_path):
-    message = b"---[ end Kernel panic - not syncing: VFS: Unable to mount root ]---\n"
+    message = b"---[ end Kernel panic - not syncing: VFS: Unable to mount root ]---\r\n"
     code = (
         (
             b"\x48\x8d\x35\x0e\x00\x00\x00"  # lea rsi, [rip+14] -> message

@@ -68,3 +68,38 @@ def test_the_cli_refuses_a_linux_guest_on_an_unknown_libunicorn(tmp_path):
         check=False,
     )
     assert multiboot.returncode == 0, multiboot.stderr
+
+
+def test_exact_stops_never_replay_a_guest_store():
+    """Stopped from another thread thousands of times, ``inc rax; inc qword [m]`` keeps
+    [m] equal to RAX: no stop lands after the store with RIP still on it."""
+    import struct
+    import threading
+
+    from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+    from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RIP
+
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, 0x10000)
+    uc.mem_write(0x1000, b"\x48\xff\xc0\x48\xff\x04\x25\x00\x80\x00\x00\xeb\xf3")
+    uc.ctl_exits_enabled(True)
+    uc.ctl_set_exits([])
+    unicorn_internals.CpuInternals(uc, unicorn_internals.self_check()).exact_stops()
+    done = threading.Event()
+
+    def stopper():
+        while not done.wait(0.0002):
+            uc.emu_stop()
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    rip = 0x1000
+    try:
+        for _ in range(2000):
+            uc.emu_start(rip, 0)
+            rip = uc.reg_read(UC_X86_REG_RIP)
+            assert rip == 0x1000  # the loop is one translated block: stops land at its start
+    finally:
+        done.set()
+        thread.join()
+    assert struct.unpack("<Q", uc.mem_read(0x8000, 8))[0] == uc.reg_read(UC_X86_REG_RAX)
