@@ -95,6 +95,7 @@ EFER_LME_LMA = 0x500
 CR0_BOOT = 0x80000011  # PG | ET | PE
 CR4_PAE = 0x20
 SYSCALL_LENGTH = 2
+USER_HALF_END = 0x00007FFFFFFFFFFF  # the canonical lower half: user space
 
 CPUID_1_ECX_X2APIC = 1 << 21
 CPUID_1_ECX_TSC_DEADLINE = 1 << 24
@@ -184,11 +185,24 @@ class LinuxBoard(Board):
         self.ports.register(CmosRtc.BASE, CmosRtc.LENGTH, self.rtc.read, self.rtc.write)
         for base, length in ABSENT_LEGACY_PORTS:
             self.ports.register(base, length, _absent, _ignore)
-        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, UC_X86_INS_SYSCALL)
-        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_opcode)
 
     # -- what the base board builds differently -------------------------------------------
+
+    def _add_cpu_hooks(self, uc: Uc) -> None:
+        """SYSCALL and CPUID hooks, first in Unicorn's instruction-hook list.
+
+        Unicorn's SYSCALL and CPUID helpers walk that list and give up at the first
+        entry after which a stop is pending, whichever instruction the entry is for: a
+        hook further down is then skipped and the instruction does nothing (a skipped
+        SYSCALL returns to user space with RAX unchanged). A stop may be pending at any
+        time (the timer thread asks for one), so the SYSCALL hook comes first, limited
+        to the user half of the address space (only user code executes SYSCALL): in the
+        kernel the walk passes over it without that check and reaches the CPUID hook. A
+        CPUID in user space may still meet Unicorn's own answer, which differs only in
+        the leaves the kernel reads (15h, 16h, 6, 80000007h)."""
+        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 0, USER_HALF_END, UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
 
     def _setup_mmu(self, uc: Uc) -> None:
         uc.ctl_set_tlb_mode(UC_TLB_CPU)
