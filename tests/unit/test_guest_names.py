@@ -111,7 +111,7 @@ def test_the_file_wins_and_the_note_says_so(decoys):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"ahci-emu: note: using the file ./hello; the built-in guest is {builtin('hello')}",
-        "ahci-emu: error: hello: not an ELF file",
+        "ahci-emu: error: hello: neither a multiboot ELF nor a Linux bzImage",
     ]
     proc = ahci_emu(decoys, "run", builtin("hello"))  # what the note says to run instead
     assert proc.returncode == 0, proc.stderr
