@@ -58,8 +58,9 @@ def _builtin(name: str) -> str:
 
 
 def guest_kind(path: str) -> str:
-    """"linux" for a bzImage, "multiboot" for an ELF (the multiboot loader checks the
-    rest), as QEMU's -kernel tells them apart by header; EmuError for anything else."""
+    """The kind of guest file: "linux" for a bzImage, "multiboot" for an ELF (the
+    multiboot loader checks the rest), told apart by header as QEMU's -kernel does;
+    EmuError for anything else."""
     from emu.machine.bzimage import is_bzimage
 
     try:

@@ -153,6 +153,7 @@ class Board:
         self._stop_requested = False
         self._window = InterruptWindow(uc)
 
+        self._add_cpu_hooks(uc)  # before the port hooks: see LinuxBoard
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._exception)
@@ -166,6 +167,9 @@ class Board:
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self._tlb_fill_callback = rawhooks.TLB_FILL(self._tlb_fill)
         rawhooks.hook_add(uc, UC_HOOK_TLB_FILL, rawhooks.function_pointer(self._tlb_fill_callback))
+
+    def _add_cpu_hooks(self, uc: Uc) -> None:
+        """Instruction hooks a subclass needs ahead of the port hooks (none here)."""
 
     def _make_apic(self) -> apic.LocalApic:
         return apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)

@@ -123,8 +123,6 @@ class LinuxBoot:
 
     entry: int
     zero_page: int
-    initrd: tuple[int, int] | None  # (address, size)
-    kernel_end: int
 
 
 def is_bzimage(head: bytes) -> bool:
@@ -303,7 +301,7 @@ def load_linux(memory: GuestMemory, path: str, initrd_path: str | None, cmdline:
     memory.write(CMDLINE_ADDRESS, cmd)
     memory.write(ZERO_PAGE, zero_page(data, header, memory.size, initrd, CMDLINE_ADDRESS))
     write_boot_paging(memory)
-    return LinuxBoot(entry=entry, zero_page=ZERO_PAGE, initrd=initrd, kernel_end=kernel_end)
+    return LinuxBoot(entry=entry, zero_page=ZERO_PAGE)
 
 
 def zero_page(

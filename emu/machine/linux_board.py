@@ -47,6 +47,7 @@ from unicorn.x86_const import (
     UC_X86_REG_EDX,
     UC_X86_REG_ES,
     UC_X86_REG_GDTR,
+    UC_X86_REG_IDTR,
     UC_X86_REG_MSR,
     UC_X86_REG_R11,
     UC_X86_REG_RCX,
@@ -70,6 +71,7 @@ from emu.machine.bzimage import (
     load_linux,
 )
 from emu.machine.errors import GuestFault, KernelPanic
+from emu.machine.pagewalk import translate_long
 from emu.machine.rtc import CmosRtc
 from emu.machine.stoptimer import StopTimer
 from emu.machine.unicorn_internals import CpuInternals, self_check
@@ -79,8 +81,12 @@ from emu.machine.watchdog import Watchdog
 CRYSTAL_HZ = 25_000_000  # CPUID 15h core crystal = the local-APIC timer's input clock
 MP_TABLE_ADDRESS = 0xF0000
 AHCI_DEVICE = 31
-BLOCKED_IRQ_POLL = 0.0005  # s: look again this soon when IF=0 holds an interrupt back
+BLOCKED_IRQ_POLL = 0.0001  # s: look again this soon when IF=0 holds an interrupt back
 DOUBLE_FAULT = 8
+INVALID_OPCODE = 6
+IDT_GATE_SIZE = 16
+GATE_PRESENT = 0x80
+GATE_INTERRUPT_OR_TRAP = 0xE  # types 0xE and 0xF: bit 0 tells them apart
 
 EFLAGS_IF = 1 << 9
 EFLAGS_RF = 1 << 16
@@ -89,6 +95,7 @@ EFER_LME_LMA = 0x500
 CR0_BOOT = 0x80000011  # PG | ET | PE
 CR4_PAE = 0x20
 SYSCALL_LENGTH = 2
+USER_HALF_END = 0x00007FFFFFFFFFFF  # the canonical lower half: user space
 
 CPUID_1_ECX_X2APIC = 1 << 21
 CPUID_1_ECX_TSC_DEADLINE = 1 << 24
@@ -132,7 +139,7 @@ class PanicWatch:
                 self._line.clear()
                 at = line.find(PANIC_END)
                 if at >= 0:
-                    reason = line[at + len(PANIC_END) :].removesuffix(b" ]---").strip()
+                    reason = line[at + len(PANIC_END) :].strip().removesuffix(b"]---").strip()
                     self._on_panic(reason.decode(errors="replace"))
             elif len(self._line) < 512:
                 self._line.append(byte)
@@ -178,11 +185,24 @@ class LinuxBoard(Board):
         self.ports.register(CmosRtc.BASE, CmosRtc.LENGTH, self.rtc.read, self.rtc.write)
         for base, length in ABSENT_LEGACY_PORTS:
             self.ports.register(base, length, _absent, _ignore)
-        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, UC_X86_INS_SYSCALL)
-        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_opcode)
 
     # -- what the base board builds differently -------------------------------------------
+
+    def _add_cpu_hooks(self, uc: Uc) -> None:
+        """SYSCALL and CPUID hooks, first in Unicorn's instruction-hook list.
+
+        Unicorn's SYSCALL and CPUID helpers walk that list and give up at the first
+        entry after which a stop is pending, whichever instruction the entry is for: a
+        hook further down is then skipped and the instruction does nothing (a skipped
+        SYSCALL returns to user space with RAX unchanged). A stop may be pending at any
+        time (the timer thread asks for one), so the SYSCALL hook comes first, limited
+        to the user half of the address space (only user code executes SYSCALL): in the
+        kernel the walk passes over it without that check and reaches the CPUID hook. A
+        CPUID in user space may still meet Unicorn's own answer, which differs only in
+        the leaves the kernel reads (15h, 16h, 6, 80000007h)."""
+        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 0, USER_HALF_END, UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
 
     def _setup_mmu(self, uc: Uc) -> None:
         uc.ctl_set_tlb_mode(UC_TLB_CPU)
@@ -213,11 +233,39 @@ class LinuxBoard(Board):
     # -- hooks ---------------------------------------------------------------------------
 
     def _exception(self, uc, vector: int, _ud) -> None:
-        self.cpu.deliver_exception()
+        self._deliver(vector)
 
     def _invalid_opcode(self, uc, _ud) -> bool:
-        self.cpu.deliver_exception()  # #UD: Linux's BUG() and WARN() are ud2
+        self._deliver(INVALID_OPCODE)  # Linux's BUG() and WARN() are ud2
         return True
+
+    def _deliver(self, vector: int) -> None:
+        """Hand the exception to QEMU's delivery, unless the guest has no usable gate for
+        it: QEMU would then raise a fault inside the delivery, which must not unwind
+        through this hook. The CPU would shut down (a triple fault, in the end)."""
+        problem = self._gate_problem(vector)
+        if problem is None:
+            self.cpu.deliver_exception()
+            return
+        if self._fault is None:
+            self._fault = (
+                f"triple fault: CPU exception {vector} at RIP=0x{self.eip():x} and {problem}"
+            )
+        self.uc.emu_stop()
+
+    def _gate_problem(self, vector: int) -> str | None:
+        _, base, limit, _ = self.uc.reg_read(UC_X86_REG_IDTR)
+        if vector * IDT_GATE_SIZE + IDT_GATE_SIZE - 1 > limit:
+            return f"vector {vector} lies past the IDT limit"
+        address = translate_long(
+            self.memory, self.uc.reg_read(UC_X86_REG_CR3), base + vector * IDT_GATE_SIZE
+        )
+        if address is None or address + IDT_GATE_SIZE > self.memory.size:
+            return "the IDT is not mapped in RAM"
+        access = self.memory.mem[address + 5]
+        if not access & GATE_PRESENT or access & 0xE != GATE_INTERRUPT_OR_TRAP:
+            return f"vector {vector} has no present interrupt or trap gate"
+        return None
 
     def _syscall(self, uc, _ud) -> None:
         rip = uc.reg_read(UC_X86_REG_RIP)

@@ -1,7 +1,11 @@
-"""Guest page-table walk for the TLB fill hook once a guest turns paging on.
+"""Guest page-table walks.
 
-32-bit paging without PAE (4 KiB pages and, with PSE, 4 MiB pages). Access
-rights are not enforced: the test guests run at ring 0.
+:func:`translate`: 32-bit paging without PAE (4 KiB pages and, with PSE, 4 MiB
+pages), for the multiboot board's TLB fill once a guest turns paging on.
+Access rights are not enforced: the test guests run at ring 0.
+
+:func:`translate_long`: 4-level long-mode paging (4 KiB, 2 MiB and 1 GiB pages),
+for the Linux board to look at guest structures (the IDT) by virtual address.
 """
 
 import struct
@@ -29,3 +33,23 @@ def translate(memory: GuestMemory, cr3: int, vaddr: int, _access: int) -> int | 
     if not pte & _PRESENT:
         return None
     return pte & 0xFFFFF000
+
+
+_LONG_ADDRESS = 0x000FFFFFFFFFF000
+
+
+def translate_long(memory: GuestMemory, cr3: int, vaddr: int) -> int | None:
+    """The physical address of ``vaddr`` under 4-level paging, or None if not present."""
+    table = cr3 & _LONG_ADDRESS
+    for level, shift in enumerate((39, 30, 21, 12)):
+        entry_address = table + ((vaddr >> shift) & 0x1FF) * 8
+        if entry_address + 8 > memory.size:
+            return None
+        (entry,) = struct.unpack_from("<Q", memory.mem, entry_address)
+        if not entry & _PRESENT:
+            return None
+        if level in (1, 2) and entry & _PAGE_SIZE_4M:  # PS: a 1 GiB or 2 MiB page
+            offset_mask = (1 << shift) - 1
+            return (entry & _LONG_ADDRESS & ~offset_mask) | (vaddr & offset_mask)
+        table = entry & _LONG_ADDRESS
+    return table | (vaddr & 0xFFF)

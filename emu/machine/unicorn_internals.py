@@ -209,10 +209,6 @@ class CpuInternals:
         self._halted.value = 0
 
     @property
-    def cpl(self) -> int:
-        return self._hflags.value & HF_CPL_MASK
-
-    @property
     def interrupt_shadow(self) -> bool:
         """The CPU is in an STI / MOV SS shadow: no external interrupt before the next insn."""
         return bool(self._hflags.value & HF_INHIBIT_IRQ)
@@ -351,7 +347,7 @@ def _run_probe(layout: Layout) -> str | None:
         _UNMAPPED,
     ):
         return "the page fault was not delivered through the IDT with its error code and CR2"
-    if cpu.old_exception != NO_EXCEPTION or not cpu.halted:
+    if cpu.old_exception != NO_EXCEPTION or cpu._halted.value != 1:
         return "the CPU's exception and halt state are not where the layout says"
     cpu.wake()
     cpu.tsc_offset = 1 << 62
