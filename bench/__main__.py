@@ -2,7 +2,8 @@
 
     python -m bench                     every workload, full counts (a few minutes)
     python -m bench --quick             fewer counts and repetitions (under a minute)
-    python -m bench --only read_4k_qd1 --only 'chain*'
+    python -m bench --only 'read_4k_qd1@*' --only 'chain*'
+    python -m bench --only '*@bench_msi'
     python -m bench --json out.json     (default: bench/results/latest.json)
     python -m bench --list              the workload names
 
@@ -24,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.clock import tsc_hz
 from bench.linux import LINUX_GROUP
 from bench.machines import Ours, RunFailed, find_qemu, machine_info
-from bench.workloads import GROUPS, WORKLOADS, Context, Plan, Result
+from bench.workloads import GROUPS, UNSTABLE_SPREAD, WORKLOADS, Context, Plan, Result
 
 # Linux boots take tens of seconds: in full runs and --only, never in --quick.
 ALL_GROUPS = (*GROUPS, LINUX_GROUP)
@@ -124,6 +126,8 @@ def cell(figure: dict | None, unit: str) -> str:
     text = fmt_value(figure.get("value"), unit)
     if "per_op_us" in figure and unit in ("ops/s", "MB/s"):
         text += f" ({figure['per_op_us']:.2f} us/op)"
+    if figure.get("stable") is False:
+        text += " unstable"
     return text
 
 
@@ -206,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         "ratio: ops/s and MB/s rows: ours speed / QEMU speed (higher is better); ms rows: "
         "ours time / QEMU time (lower is better);\n       chain rows: per-read cost / depth 1; "
-        "suite_n2: serial time / -n 2 time"
+        "suite_n2: serial time / -n 2 time.\nfigures: medians of the repetitions; per-op "
+        "times are the guest's own (TSC around its command loop); 'unstable': the "
+        "samples spread too far"
     )
     targets = [r["target"] for r in results if r.get("target")]
     met = sum(t["met"] for t in targets)
@@ -220,8 +226,11 @@ def run(args: argparse.Namespace) -> int:
         "seconds": elapsed,
         "machine": info,
         "method": {
-            "per_op": "(best of reps at count n2 - best at n1) / (n2 - n1), whole-process wall "
-            "clock, repetitions interleaved between machines",
+            "per_op": "median over reps of the guest's own timing of its command loop "
+            "(host TSC ticks read by the guest before the first and after the last "
+            f"command, at {tsc_hz() / 1e6:.1f} MHz), repetitions interleaved between "
+            f"machines; 'unstable' when (max - min) / median > {UNSTABLE_SPREAD}",
+            "whole_run": "median over boot_reps of process start to exit, wall clock",
             "reps": plan.reps,
             "boot_reps": plan.boot_reps,
             "counts": plan.counts,

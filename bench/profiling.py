@@ -1,12 +1,17 @@
 """Where our time goes: a QD1 read command, and a guest run from process start to exit.
 
-    python -m bench.profiling            both reports
+    python -m bench.profiling            the qd1, ncq and boot reports
     python -m bench.profiling qd1        per-command costs of 4 KiB QD1 reads
     python -m bench.profiling boot       start-up: interpreter, imports, board, loader, run
+    python -m bench.profiling perf       `perf record` of the per-command path of every
+                                         bench guest (QD1, NCQ, 128 KiB): where the CPU
+                                         goes, Python, Unicorn, the kernel (needs perf)
+    python -m bench.profiling perf --guest bench_osdev --workload qd1 --top 40
 
 Everything runs in-process on emu.machine.board.Board (as `ahci-emu run` does),
-except the start-up report's whole-process timings. Per-command figures use the
-same two-count slope as the benchmarks, so boot and set-up cancel out.
+except the start-up report's whole-process timings and perf mode, which records
+`ahci-emu run` processes. Per-command figures are the guest's own timing of its
+command loop (tsc=, as in the benchmarks), so boot and set-up are not in them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.clock import tsc_hz  # noqa: E402
 from bench.machines import guest  # noqa: E402
+from bench.workloads import BENCH_GUESTS, SUMMARY  # noqa: E402
 
 PORT_REGS = {
     0x00: "PxCLB",
@@ -69,7 +77,8 @@ def data_disk(size: int = 64 << 20):
 
 
 def run_board(disk: Path, append: str, *, hooks=None) -> float:
-    """Boot bench with ``append`` on ``disk`` in this process; seconds from Board() to exit."""
+    """Boot bench with ``append`` on ``disk`` in this process; seconds from Board() to exit
+    (the guest's own timing of its commands is in :func:`per_command_us`)."""
     from emu.machine.board import Board, BoardConfig
     from emu.storage.chain import open_chain
 
@@ -84,16 +93,18 @@ def run_board(disk: Path, append: str, *, hooks=None) -> float:
         seconds = time.perf_counter() - start
     if code != 0 or b"errors=0" not in serial.getvalue():
         raise RuntimeError(f"bench failed ({code}): {serial.getvalue().decode()}")
+    run_board.last_output = serial.getvalue().decode()
     return seconds
 
 
-def slope(disk: Path, append: str, n1: int, n2: int, reps: int = 5, hooks=None) -> float:
-    """Microseconds per command, in-process."""
-    best = {n1: float("inf"), n2: float("inf")}
+def per_command_us(disk: Path, append: str, count: int, reps: int = 5) -> float:
+    """Microseconds per command, in-process: the median of the guest's own timings."""
+    samples = []
     for _ in range(reps):
-        for n in (n1, n2):
-            best[n] = min(best[n], run_board(disk, f"{append} count={n}", hooks=hooks))
-    return (best[n2] - best[n1]) / (n2 - n1) * 1e6
+        run_board(disk, f"{append} count={count}")
+        match = SUMMARY.search(run_board.last_output)
+        samples.append(int(match.group(5)) / tsc_hz() / count * 1e6)
+    return statistics.median(samples)
 
 
 class MmioCounter:
@@ -194,8 +205,8 @@ def qd1_report(append: str = APPEND, label: str = "4 KiB random read, QD1") -> N
         print(f"== {label}: per command (in-process, {n1} vs {n2} commands) ==")
         for _ in range(2):  # warm the page cache and the imports
             run_board(disk, f"{append} count=10")
-        per_op = slope(disk, append, n1, n2)
-        print(f"wall clock per command (no instrumentation): {per_op:.2f} us")
+        per_op = per_command_us(disk, append, n2 - n1)
+        print(f"per command, the guest's own timing (no instrumentation): {per_op:.2f} us")
 
         counters, walls = {}, {}
         for n in (n1, n2):
@@ -361,10 +372,93 @@ def boot_report() -> None:
     print(out.getvalue())
 
 
+PERF_WORKLOADS = {
+    "qd1": ("op=read bs=4096 pattern=rand", 40000),
+    "ncq": ("op=ncq bs=4096 qd=32 pattern=rand", 65536),
+    "seq": ("op=read bs=131072 pattern=seq", 10000),
+}
+
+
+def perf_summary(data: Path, top: int) -> str:
+    """`perf report`'s share of samples by library, then its top symbols."""
+
+    def report(sort: str, lines: int) -> list[str]:
+        out = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", "--sort", sort],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        rows = [line.rstrip() for line in out.splitlines() if line.strip() and line[0] != "#"]
+        return rows[:lines]
+
+    return "\n".join(["by library:", *report("dso", 8), "top symbols:", *report("dso,sym", top)])
+
+
+def perf_report(guests: list[str], workloads: list[str], top: int) -> int:
+    """Record `ahci-emu run` of each bench guest on each workload with perf."""
+    from bench.machines import ours_command
+
+    base, env = ours_command()
+    with data_disk() as disk, tempfile.TemporaryDirectory(prefix="ahci-perf-") as tmp:
+        for name in guests:
+            for workload in workloads:
+                append, count = PERF_WORKLOADS[workload]
+                data = Path(tmp) / f"{name}-{workload}.data"
+                cmd = [*base, "run", str(guest(name)), "--append", f"{append} count={count}"]
+                proc = subprocess.run(
+                    [
+                        "perf",
+                        "record",
+                        "-q",
+                        "-F",
+                        "2000",
+                        "-o",
+                        str(data),
+                        "--",
+                        *cmd,
+                        "--disk",
+                        str(disk),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
+                match = SUMMARY.search(proc.stdout)
+                if proc.returncode != 0 or match is None:
+                    print(f"bench.profiling: {name} {workload} failed: {proc.stdout}{proc.stderr}")
+                    return 1
+                per_op = int(match.group(5)) / tsc_hz() / count * 1e6
+                print(
+                    f"== perf: {name}, {workload} ({append}), {count} commands, "
+                    f"{per_op:.2f} us per command by the guest's clock =="
+                )
+                print(perf_summary(data, top))
+                print()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", choices=("qd1", "ncq", "boot", "all"), default="all")
+    parser.add_argument(
+        "what", nargs="?", choices=("qd1", "ncq", "boot", "perf", "all"), default="all"
+    )
+    parser.add_argument(
+        "--guest", action="append", choices=BENCH_GUESTS, help="perf: this bench guest only"
+    )
+    parser.add_argument(
+        "--workload", action="append", choices=sorted(PERF_WORKLOADS), help="perf: this only"
+    )
+    parser.add_argument("--top", type=int, default=25, help="perf: symbols to show")
     args = parser.parse_args(argv)
+    if args.what == "perf":
+        if shutil.which("perf") is None:
+            print("bench.profiling: perf not found (install linux-perf)", file=sys.stderr)
+            return 2
+        return perf_report(
+            args.guest or list(BENCH_GUESTS), args.workload or ["qd1", "ncq"], args.top
+        )
     if args.what in ("qd1", "all"):
         qd1_report()
     if args.what in ("ncq", "all"):

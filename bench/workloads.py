@@ -2,22 +2,26 @@
 
 Method (the same for both machines):
 
-- Per-operation cost: the ``bench`` guest runs a workload ``count`` times; a
-  whole process (start to exit, wall clock) is timed for two counts n1 < n2,
-  each repeated, and the best (minimum) of each count is taken. Then
-  ``cost = (best(n2) - best(n1)) / (n2 - n1)``: boot, set-up and exit cancel out.
-  Repetitions are interleaved (ours n1, ours n2, QEMU n1, QEMU n2, then the
-  next repetition in rotated order) so slow drift of the host hits both
-  machines alike and no machine always runs first.
-- Whole-run time (boot to exit): the best of several process runs of a small
-  guest.
+- Per-operation cost: a bench guest runs a workload ``count`` times and
+  reports ``tsc=``, the host time-stamp counter's advance over its command
+  loop alone (bench/clock.py). So boot, set-up and exit are not in it, and a
+  host busy before or after the loop does not move it. Each machine runs it
+  ``reps`` times, repetitions interleaved between the machines (in rotated
+  order, so no machine always runs first); the figure is the median per-op
+  time, with the minimum and every sample kept in the JSON. A figure whose
+  samples spread more than ``UNSTABLE_SPREAD`` (max - min over the median)
+  is marked unstable: the host was too busy for it to mean much.
+- Every bench guest (BENCH_GUESTS: the same workload through different
+  driver styles) runs the per-operation workloads on both machines.
+- Whole-run time (boot to exit): the median (and best) of several process
+  runs of a small guest, wall clock.
 - A test suite: a generated pytest file of N tests, each booting ``hello`` in
   the test process (``emu.cli.main(["run", "hello"])``), timed serially and with
   ``pytest -n 2``.
 
-Every run is checked: exit status 0 and, for ``bench``, a summary line with
-every command done and no errors. A run that fails ends the workload with an
-error (the runner exits non-zero); timings never do.
+Every run is checked: exit status 0 and, for a bench guest, a summary line
+with every command done, no errors and a positive ``tsc``. A run that fails
+ends the workload with an error (the runner exits non-zero); timings never do.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,43 +39,49 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.clock import tsc_hz
 from bench.machines import REPO, Machine, Ours, Qemu, Run, RunFailed, guest
 
 DISK_SIZE = 64 << 20  # the data disk and the chains' virtual size
 CHAIN_BLOCK = 1 << 20  # VDI block size
 CHAIN_DATA_BLOCKS = 48  # blocks holding data in every chain (the rest read as zeros)
 CHAIN_DEPTHS = (1, 8, 64)
-SUMMARY = re.compile(r"^bench .*\bcount=(\d+) done=(\d+) errors=(\d+)\s*$", re.M)
+SUMMARY = re.compile(
+    r"^bench guest=(\S+) .*\bcount=(\d+) done=(\d+) errors=(\d+) tsc=(\d+)\s*$", re.M
+)
+# The bench guests, one per driver style (firmware/guests/bench*.c).
+BENCH_GUESTS = ("bench", "bench_osdev", "bench_bios", "bench_msi")
+UNSTABLE_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to measure: repetitions per count and the counts for each workload."""
+    """How much to measure: repetitions and the command count of each workload."""
 
     quick: bool
     reps: int
     boot_reps: int
     suite_guests: int
     suite_reps: int
-    counts: dict[str, tuple[int, int]]
+    counts: dict[str, int]
 
     @classmethod
     def make(cls, quick: bool, reps: int | None = None) -> Plan:
         if quick:
             counts = {
-                "read_4k_qd1": (200, 4200),
-                "ncq_4k_qd32": (256, 8448),
-                "seq_read_128k": (50, 2050),
-                "write_4k_flush": (10, 210),
-                "chain": (200, 6200),
+                "read_4k_qd1": 500,
+                "ncq_4k_qd32": 1024,
+                "seq_read_128k": 200,
+                "write_4k_flush": 50,
+                "chain": 500,
             }
             return cls(True, reps or 2, reps or 3, 20, 1, counts)
         counts = {
-            "read_4k_qd1": (1000, 21000),
-            "ncq_4k_qd32": (1024, 41984),
-            "seq_read_128k": (200, 5200),
-            "write_4k_flush": (50, 1050),
-            "chain": (1000, 21000),
+            "read_4k_qd1": 20000,
+            "ncq_4k_qd32": 32768,
+            "seq_read_128k": 5000,
+            "write_4k_flush": 1000,
+            "chain": 20000,
         }
         return cls(False, reps or 5, reps or 10, 100, 2, counts)
 
@@ -138,14 +149,21 @@ class Result:
 # ---- measuring --------------------------------------------------------------------
 
 
-def check_bench(run: Run, machine: Machine, count: int) -> None:
-    """The bench guest exited 0 after doing all ``count`` commands without an error."""
+def check_bench(run: Run, machine: Machine, count: int) -> int:
+    """The bench guest exited 0 after doing all ``count`` commands without an error;
+    returns its ``tsc`` (counter ticks over the command loop)."""
     match = SUMMARY.search(run.output)
-    if run.exit_code != 0 or match is None or match.groups() != (str(count), str(count), "0"):
+    if (
+        run.exit_code != 0
+        or match is None
+        or match.group(2, 3, 4) != (str(count), str(count), "0")
+        or (count and int(match.group(5)) <= 0)
+    ):
         raise RunFailed(
             f"{machine.name}: bench count={count} failed (guest exit {run.exit_code}):\n"
             f"{run.output.strip()}\n{run.errors.strip()}".rstrip()
         )
+    return int(match.group(5))
 
 
 def check_exit0(run: Run, machine: Machine, what: str) -> None:
@@ -158,52 +176,47 @@ def check_exit0(run: Run, machine: Machine, what: str) -> None:
 
 @dataclass
 class Probe:
-    """One machine running one bench workload on one disk."""
+    """One machine running one bench guest's workload on one disk."""
 
     machine: Machine
+    guest: str
     append: str
     disk: Path
 
-    def time(self, count: int) -> float:
-        run = self.machine.run(guest("bench"), f"{self.append} count={count}", self.disk)
-        check_bench(run, self.machine, count)
-        return run.seconds
+    def per_op_us(self, count: int) -> float:
+        """Microseconds per command, timed by the guest around its command loop."""
+        run = self.machine.run(guest(self.guest), f"{self.append} count={count}", self.disk)
+        return check_bench(run, self.machine, count) / tsc_hz() / count * 1e6
 
 
-def slopes(probes: dict[str, Probe], counts: tuple[int, int], reps: int) -> dict[str, dict]:
-    """Per-command cost of each probe by the two-count method (see the module doc)."""
-    n1, n2 = counts
-    samples = {key: {n1: [], n2: []} for key in probes}
+def figure(samples: list[float]) -> dict:
+    """The median of ``samples`` (per-op microseconds) with its spread and stability."""
+    median = statistics.median(samples)
+    spread = (max(samples) - min(samples)) / median
+    return {
+        "per_op_us": median,
+        "per_op_us_min": min(samples),
+        "spread": spread,
+        "stable": spread <= UNSTABLE_SPREAD,
+        "samples_us": samples,
+    }
+
+
+def per_op(probes: dict[str, Probe], count: int, reps: int) -> dict[str, dict]:
+    """Per-command cost of each probe (see the module doc), repetitions interleaved."""
+    samples: dict[str, list[float]] = {key: [] for key in probes}
     keys = list(probes)
     for rep in range(reps):
-        # Rotate the order each repetition so that no probe always runs first or last.
-        shift = rep % len(keys)
+        shift = rep % len(keys)  # rotate: no probe always runs first or last
         for key in keys[shift:] + keys[:shift]:
-            for n in counts:
-                samples[key][n].append(probes[key].time(n))
-    out = {}
-    for key in probes:
-        best1, best2 = min(samples[key][n1]), min(samples[key][n2])
-        med1, med2 = (sorted(samples[key][n])[len(samples[key][n]) // 2] for n in counts)
-        out[key] = {
-            "per_op_us": (best2 - best1) / (n2 - n1) * 1e6,
-            "per_op_us_median": (med2 - med1) / (n2 - n1) * 1e6,  # for judging the noise
-            "counts": [n1, n2],
-            "best_s": [best1, best2],
-            "samples_s": {str(n1): samples[key][n1], str(n2): samples[key][n2]},
-        }
-    return out
+            samples[key].append(probes[key].per_op_us(count))
+    return {key: {**figure(values), "count": count} for key, values in samples.items()}
 
 
-def _speed(figure: dict, unit: str, bytes_per_op: int) -> dict:
-    per_op = figure["per_op_us"]
-    if per_op <= 0:
-        value = float("nan")  # noise swamped the difference; reported, not hidden
-    elif unit == "MB/s":
-        value = bytes_per_op / per_op  # bytes per microsecond = MB/s (10^6 bytes)
-    else:
-        value = 1e6 / per_op
-    return {"value": value, **figure}
+def _speed(fig: dict, unit: str, bytes_per_op: int) -> dict:
+    us = fig["per_op_us"]
+    value = bytes_per_op / us if unit == "MB/s" else 1e6 / us  # bytes per us = MB/s
+    return {"value": value, **fig}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -215,78 +228,80 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 # ---- the workloads ----------------------------------------------------------------
 
 
-def _versus_qemu(
-    ctx: Context,
-    name: str,
-    title: str,
-    append: str,
-    unit: str,
-    bytes_per_op: int,
-    target_factor: float | None,
-) -> list[Result]:
-    probes = {"ours": Probe(ctx.ours, append, ctx.data_disk(ctx.ours))}
-    if ctx.qemu is not None:
-        probes["qemu"] = Probe(ctx.qemu, append, ctx.data_disk(ctx.qemu))
-    figures = slopes(probes, ctx.plan.counts[name], ctx.plan.reps)
-    ours = _speed(figures["ours"], unit, bytes_per_op)
-    qemu = _speed(figures["qemu"], unit, bytes_per_op) if "qemu" in figures else None
-    ratio = _ratio(ours["value"], qemu["value"] if qemu else None)
-    target = None
-    if target_factor is not None:
-        text = f"ours >= {target_factor:g}x QEMU {unit}"
-        target = Target(text, ratio is not None and ratio >= target_factor)
-    note = None if ctx.qemu else "QEMU not installed"
-    return [
-        Result(name, title, unit, ours, qemu, ratio, f"speed: ours / QEMU {unit}", target, note)
-    ]
+@dataclass(frozen=True)
+class Workload:
+    """A per-operation workload that every bench guest runs on both machines."""
+
+    name: str
+    title: str
+    append: str
+    unit: str
+    bytes_per_op: int
+    target: float | None  # ours / QEMU speed at least this
+    guests: tuple[str, ...] = BENCH_GUESTS
+
+    def run(self, ctx: Context, guest_name: str) -> list[Result]:
+        probes = {"ours": Probe(ctx.ours, guest_name, self.append, ctx.data_disk(ctx.ours))}
+        if ctx.qemu is not None:
+            probes["qemu"] = Probe(ctx.qemu, guest_name, self.append, ctx.data_disk(ctx.qemu))
+        figures = per_op(probes, ctx.plan.counts[self.name], ctx.plan.reps)
+        ours = _speed(figures["ours"], self.unit, self.bytes_per_op)
+        qemu = _speed(figures["qemu"], self.unit, self.bytes_per_op) if "qemu" in figures else None
+        ratio = _ratio(ours["value"], qemu["value"] if qemu else None)
+        target = None
+        if self.target is not None:
+            text = f"ours >= {self.target:g}x QEMU {self.unit}"
+            target = Target(text, ratio is not None and ratio >= self.target)
+        return [
+            Result(
+                f"{self.name}@{guest_name}",
+                f"{self.title}, guest {guest_name}",
+                self.unit,
+                ours,
+                qemu,
+                ratio,
+                f"speed: ours / QEMU {self.unit}",
+                target,
+                None if ctx.qemu else "QEMU not installed",
+            )
+        ]
 
 
-def read_4k_qd1(ctx: Context) -> list[Result]:
-    return _versus_qemu(
-        ctx,
+PER_OP_WORKLOADS = (
+    Workload(
         "read_4k_qd1",
         "4 KiB random read, QD1 (READ DMA EXT)",
         "op=read bs=4096 pattern=rand",
         "ops/s",
         4096,
-        5,
-    )
-
-
-def ncq_4k_qd32(ctx: Context) -> list[Result]:
-    return _versus_qemu(
-        ctx,
+        8,
+    ),
+    Workload(
         "ncq_4k_qd32",
         "4 KiB random read, QD32 (NCQ)",
         "op=ncq bs=4096 qd=32 pattern=rand",
         "ops/s",
         4096,
         2,
-    )
-
-
-def seq_read_128k(ctx: Context) -> list[Result]:
-    return _versus_qemu(
-        ctx,
+    ),
+    Workload(
         "seq_read_128k",
         "128 KiB sequential read, QD1",
         "op=read bs=131072 pattern=seq",
         "MB/s",
         131072,
-        3,
-    )
-
-
-def write_4k_flush(ctx: Context) -> list[Result]:
-    return _versus_qemu(
-        ctx,
+        4,
+    ),
+    Workload(
         "write_4k_flush",
         "4 KiB random write + FLUSH CACHE EXT",
         "op=write bs=4096 pattern=rand flush=1",
         "ops/s",
         4096,
         None,
-    )
+        ("bench",),  # the other drivers do not flush
+    ),
+)
 
 
 def build_chain(folder: Path, depth: int) -> Path:
@@ -320,17 +335,19 @@ def chain(ctx: Context) -> list[Result]:
     probes = {}
     for depth in CHAIN_DEPTHS:
         leaf = build_chain(ctx.workdir / f"chain{depth}", depth)
-        probes[depth] = Probe(ctx.ours, append, leaf)
-    figures = slopes(probes, ctx.plan.counts["chain"], ctx.plan.reps)
+        probes[depth] = Probe(ctx.ours, "bench", append, leaf)
+    figures = per_op(probes, ctx.plan.counts["chain"], ctx.plan.reps)
     base = figures[1]["per_op_us"]
     results = []
     for depth in CHAIN_DEPTHS:
         fig = figures[depth]
-        ours = {"value": fig["per_op_us"], "ops_per_s": _speed(fig, "ops/s", 4096)["value"], **fig}
+        ours = {"value": fig["per_op_us"], "ops_per_s": 1e6 / fig["per_op_us"], **fig}
         ratio = _ratio(fig["per_op_us"], base)
         target = None
         if depth == 64:
-            target = Target("depth 64 <= 1.1x depth 1 per read", ratio is not None and ratio <= 1.1)
+            target = Target(
+                "depth 64 <= 1.05x depth 1 per read", ratio is not None and ratio <= 1.05
+            )
         results.append(
             Result(
                 f"chain_d{depth}",
@@ -356,14 +373,16 @@ def _boot(ctx: Context, name: str, guest_name: str, with_disk: bool, target: flo
             run = machine.run(guest(guest_name), "", disk)
             check_exit0(run, machine, guest_name)
             samples[machine.name].append(run.seconds)
-    figures = {
-        key: {
-            "value": min(values) * 1e3,
-            "median_ms": sorted(values)[len(values) // 2] * 1e3,
+    figures = {}
+    for key, values in samples.items():
+        ms = figure([v * 1e3 for v in values])
+        figures[key] = {
+            "value": ms["per_op_us"],  # (the median of these ms figures)
+            "best_ms": ms["per_op_us_min"],
+            "spread": ms["spread"],
+            "stable": ms["stable"],
             "samples_s": values,
         }
-        for key, values in samples.items()
-    }
     ours, qemu = figures["ours"], figures.get("qemu")
     ratio = _ratio(ours["value"], qemu["value"] if qemu else None)
     tgt = None
@@ -496,11 +515,13 @@ class Group:
     needs_qemu: bool
 
 
+def _per_op_group(workload: Workload, guest_name: str) -> Group:
+    name = f"{workload.name}@{guest_name}"
+    return Group(name, (name,), lambda ctx: workload.run(ctx, guest_name), True)
+
+
 GROUPS: Sequence[Group] = (
-    Group("read_4k_qd1", ("read_4k_qd1",), read_4k_qd1, True),
-    Group("ncq_4k_qd32", ("ncq_4k_qd32",), ncq_4k_qd32, True),
-    Group("seq_read_128k", ("seq_read_128k",), seq_read_128k, True),
-    Group("write_4k_flush", ("write_4k_flush",), write_4k_flush, True),
+    *(_per_op_group(w, g) for w in PER_OP_WORKLOADS for g in w.guests),
     Group("chain", tuple(f"chain_d{d}" for d in CHAIN_DEPTHS), chain, False),
     Group("boot_hello", ("boot_hello",), boot_hello, True),
     Group("boot_demo", ("boot_demo",), boot_demo, True),

@@ -1,43 +1,81 @@
-"""The `ahci-emu` command: a thin dispatcher over emu.commands.*."""
+"""The `ahci-emu` command's entry point: the console script and ``python -m emu.cli``.
 
-import argparse
-import importlib
+It imports nothing that is not loaded already, save the tiny emu.interrupt, and
+installs that SIGINT handler as the first thing it does, so that a Ctrl-C at any moment
+after Python starts running ahci-emu's code, even while the command's modules are
+still loading, ends with the one line "ahci-emu: error: interrupted" and status 130.
+The command itself (parser, dispatch, error lines) is emu.commands.dispatch.
+"""
+
+import _signal  # what `signal` wraps: loaded with the interpreter, so importing it is free
+import contextlib
+import os
 import sys
 
-from emu import __version__
-from emu.errors import EmuError
+from emu import interrupt
 
 COMMANDS = ("run", "image", "vm", "linux")
-
-
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; given ``argv``, only the command it names is imported (a command's
-    module may pull in heavy imports, and every guest run pays for start-up)."""
-    parser = argparse.ArgumentParser(
-        prog="ahci-emu",
-        description="An emulated AHCI/SATA controller: boot small x86 test guests under "
-        "Unicorn on disks made of raw or VDI differencing images.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    named = next((arg for arg in argv or () if not arg.startswith("-")), None)
-    for name in [named] if named in COMMANDS else COMMANDS:
-        importlib.import_module(f"emu.commands.{name}").register(subparsers)
-    return parser
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    """Run the command ``argv`` and return its exit status.
+
+    Without ``argv`` this is the process's entry point: it runs this process's
+    arguments, takes over SIGINT first (see emu.interrupt), owns stdout, and
+    ignores Ctrl-C once the outcome is known, while the process exits.
+    """
+    entry = argv is None
+    status: int | None = None  # None: interrupted
     try:
-        args = build_parser(argv).parse_args(argv)
-        return args.handler(args)
-    except EmuError as exc:
-        print(f"ahci-emu: error: {exc}", file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        print("ahci-emu: error: interrupted", file=sys.stderr)
-        return 130
+        try:
+            if entry:
+                _take_interrupts()
+            from emu.commands.dispatch import run_command
+
+            status = run_command(sys.argv[1:] if entry else argv, owns_stdout=entry)
+        except KeyboardInterrupt:
+            status = None
+        if entry:
+            _ignore_interrupts()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
+        status = None
+        if entry:
+            _ignore_interrupts()
+    if entry and interrupt.take_seen():
+        status = None  # a Ctrl-C that Python dropped after the run still counts
+    if status is not None:
+        return status
+    with contextlib.suppress(OSError, ValueError):  # stderr gone: the status says it
+        sys.stderr.write("ahci-emu: error: interrupted\n")
+        sys.stderr.flush()
+    if entry:
+        _exit(INTERRUPTED)
+    return INTERRUPTED
+
+
+def _take_interrupts() -> None:
+    _signal.signal(_signal.SIGINT, interrupt.on_sigint)
+    sys.unraisablehook = interrupt.quiet_unraisable
+
+
+def _ignore_interrupts() -> None:
+    while True:
+        try:  # a Ctrl-C still pending is raised by signal.signal itself: then again
+            _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def _exit(status: int) -> None:
+    """End the process now with ``status``. CPython 3.11 ends a process whose code saw a
+    KeyboardInterrupt inside exec() of a string (as dataclasses and namedtuple do while
+    their modules load) by killing itself with SIGINT at exit, even when the interrupt
+    was handled; there is nothing left to clean up here (the command has unwound)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

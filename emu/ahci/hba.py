@@ -10,6 +10,7 @@ from emu.ahci.port import AhciPort
 if TYPE_CHECKING:
     from emu.ahci.trace import Tracer
     from emu.ata.disk import AtaDisk
+    from emu.faults.port import PortFaults
 
 NCQ_SLOTS = 32
 
@@ -30,6 +31,7 @@ class AhciHba:
         bus_master: Callable[[], bool],
         tracer: "Tracer | None" = None,
         intx: Callable[[bool], None] | None = None,
+        faults: "PortFaults | None" = None,
     ) -> None:
         if not 1 <= len(disks) <= 32:
             raise ValueError("an AHCI HBA has 1 to 32 ports")
@@ -48,7 +50,7 @@ class AhciHba:
         self.tracer = tracer
         self._trace_registers = tracer is not None and tracer.registers
         self.ports = [
-            AhciPort(i, memory, disk, self._port_interrupt, bus_master, tracer)
+            AhciPort(i, memory, disk, self._port_interrupt, bus_master, tracer, faults)
             for i, disk in enumerate(disks)
         ]
         self.ghc = regs.GHC_AE

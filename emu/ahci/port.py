@@ -1,50 +1,32 @@
-"""One AHCI port: its register file (AHCI 3.3) and its command engine (AHCI 5).
+"""One AHCI port's register file (AHCI 3.3), its resets and its link.
 
-Commands run to completion inside the guest's write to PxCI:
-data, FISes, PxTFD, PRDBC and PxIS are all in place before PxCI's bit clears,
-so the guest can never see a command done before its results.
+The commands the guest issues in PxCI run in the port's command engine
+(emu.ahci.engine), which posts every result through one completion path.
 """
 
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emu.ahci import fis, regs
-from emu.ahci.cmdtable import (
-    CFIS_OFFSET,
-    HEADER_SIZE,
-    parse_prdt,
-    prdt_buffers,
-    read_header,
-    write_prdbc,
-)
 from emu.ahci.dma import HostBusError, HostMemory
-from emu.ata.errors import GOOD, AtaError
-from emu.ata.taskfile import (
-    STATUS_DRDY,
-    STATUS_DRQ,
-    STATUS_DSC,
-    Completion,
-    Protocol,
-    Request,
-)
+from emu.ahci.engine import CommandEngine, Fis
+from emu.ata.taskfile import STATUS_DRDY, STATUS_DSC, Completion
 
 if TYPE_CHECKING:
-    from emu.ahci.trace import Tracer
+    from emu.ahci.observer import PortObserver
     from emu.ata.disk import AtaDisk
+    from emu.faults.port import PortFaults
 
 # The signature a SATA disk reports after a reset (ATA8-ACS 9.12): status DRDY|DSC, error 01h
 # ("no error" from diagnostics), count 1, LBA 1.
 RESET_SIGNATURE = Completion(STATUS_DRDY | STATUS_DSC, 0x01, 0x000001, 0x01, 0x00)
 NO_DEVICE_TFD = 0x7F
-ABORTED = AtaError.abrt().completion
 FULL = 0xFFFFFFFF
-_DMA_IN = Protocol.DMA_IN
-_DMA_OUT = Protocol.DMA_OUT
 
 
 class AhciPort:
-    """Port ``index`` of the HBA, with ``disk`` attached or empty."""
+    """Port ``index`` of the HBA, with ``disk`` attached or empty. ``observer``, when
+    set, sees the guest's register writes and every command (emu.ahci.observer)."""
 
     def __init__(
         self,
@@ -53,14 +35,17 @@ class AhciPort:
         disk: "AtaDisk | None",
         on_interrupt: Callable[["AhciPort", int], None],
         bus_master: Callable[[], bool],
-        tracer: "Tracer | None" = None,
+        observer: "PortObserver | None" = None,
+        faults: "PortFaults | None" = None,
     ) -> None:
         self.index = index
         self.memory = memory
         self.disk = disk
         self._on_interrupt = on_interrupt
-        self._bus_master = bus_master
-        self.tracer = tracer
+        self.observer = observer
+        self.faults: PortFaults | None = faults
+        self.link_down = False  # an injected link loss: no device until it comes back
+        self.engine = CommandEngine(self, memory, bus_master)
         self.power_on()
 
     # -- reset ---------------------------------------------------------------
@@ -81,40 +66,65 @@ class AhciPort:
         self.sctl = 0
         self.serr = 0
         self.sact = self.ci = self.sntf = 0
-        self.halted = False
-        self._srst = False
-        self._completed_tags = 0  # queued commands done, their SDB FIS not yet posted
+        self._place_fis_area()
+        self.engine.reset()
         self._link_up()
 
     def _link_up(self, area: memoryview | None = None) -> None:
         """COMRESET done: a disk answers with its signature FIS."""
-        if self.disk is None:
+        if self.disk is None or self.link_down:
             self.ssts = 0
             return
         self.disk.reset()
+        self.engine.device_reset()
         self.ssts = regs.SSTS_IPM_ACTIVE | regs.SSTS_SPD_GEN1 | regs.SSTS_DET_PRESENT
-        self._signature(area)
+        self.signature(area)
 
-    def _signature(self, area: memoryview | None = None) -> None:
-        """The device's reset signature lands in PxSIG and PxTFD (and in the FIS area)."""
+    def signature(self, area: memoryview | None, slots: int = 0) -> None:
+        """The device's reset signature lands in PxSIG, PxTFD and (FIS receive on) the
+        FIS area; ``slots`` are the PxCI bits of the software reset that asked for it."""
         sig = RESET_SIGNATURE
         self.sig = (sig.lba & 0xFFFFFF) << 8 | sig.count
-        self.tfd = sig.status | sig.error << 8
-        if area is not None:
-            fis.write_d2h(area, sig, interrupt=False)
+        self.engine.post(area, Fis.D2H_QUIET, sig, slots)
 
     def _comreset(self) -> None:
         """SCTL.DET went 1 -> 0: the link is re-established and the device reset."""
         self.sact = self.ci = 0
-        self.halted = False
-        try:
-            area = self._fis_area()
-        except HostBusError:
-            area = None  # nowhere to post the signature; PxSIG and PxTFD still get it
-        self._link_up(area)
-        if self.disk is not None:
+        self.engine.stop()
+        # With no FIS area in RAM the signature is not posted; PxSIG and PxTFD still get it.
+        self._link_up(self.rfis)
+        if self.ssts:
             self.serr |= regs.SERR_DIAG_X
-            self._raise(regs.IS_PCS)
+            self.raise_interrupt(regs.IS_PCS)
+
+    def unplug(self) -> None:
+        """An injected link loss: PhyRdy drops (PxSSTS.DET 0, PxSERR.DIAG.N, PxIS.PRCS);
+        what the device held is lost with it."""
+        self.link_down = True
+        self.ssts = 0
+        self.tfd = NO_DEVICE_TFD
+        self.serr |= regs.SERR_DIAG_N
+        self.raise_interrupt(regs.IS_PRCS)
+
+    def replug(self) -> None:
+        """The device comes back: COMINIT, the link up (PxSERR.DIAG.X and .N, PxIS.PCS
+        and PRCS) and the device's signature, as after a COMRESET."""
+        self.link_down = False
+        self._link_up(self.rfis)
+        self.serr |= regs.SERR_DIAG_X | regs.SERR_DIAG_N
+        self.raise_interrupt(regs.IS_PCS | regs.IS_PRCS)
+
+    def _place_fis_area(self) -> None:
+        """PxFB, PxFBU or PxCMD.FRE changed: ``rfis`` is the received-FIS area FISes go to
+        from now on, None while FIS receive is off (nothing is posted); ``rfis_fault``
+        says why an enabled area is not in RAM (the next command gets a host bus error)."""
+        self.rfis: memoryview | None = None
+        self.rfis_fault: str | None = None
+        if self.cmd & regs.CMD_FRE:
+            try:
+                self.rfis = self.memory.view(self.fbu << 32 | self.fb, fis.RFIS_SIZE)
+            except HostBusError as exc:
+                self.rfis_fault = str(exc)
 
     # -- registers -----------------------------------------------------------
 
@@ -122,7 +132,12 @@ class AhciPort:
         if reg == regs.PxCI:
             return self.ci
         if reg == regs.PxIS:
-            return self.is_ | (regs.IS_PCS if self.serr & regs.SERR_DIAG_X else 0)
+            serr = self.serr
+            return (
+                self.is_
+                | (regs.IS_PCS if serr & regs.SERR_DIAG_X else 0)
+                | (regs.IS_PRCS if serr & regs.SERR_DIAG_N else 0)
+            )
         if reg == regs.PxTFD:
             return self.tfd
         if reg == regs.PxCMD:
@@ -145,8 +160,10 @@ class AhciPort:
     def write(self, reg: int, value: int, mask: int = FULL) -> None:
         """A guest write of ``value`` to the bytes ``mask`` selects of register ``reg``."""
         value &= mask
+        if self.observer is not None:
+            self.observer.register_write(self, reg, value, mask)
         if reg == regs.PxCI:
-            self._write_ci(value)
+            self.engine.issue(value)
         elif reg == regs.PxIS:
             self.is_ &= ~(value & regs.IS_RW1C)
         elif reg == regs.PxCMD:
@@ -160,8 +177,10 @@ class AhciPort:
             self.clbu = _merge(self.clbu, value, mask)
         elif reg == regs.PxFB:
             self.fb = _merge(self.fb, value, mask) & 0xFFFFFF00
+            self._place_fis_area()
         elif reg == regs.PxFBU:
             self.fbu = _merge(self.fbu, value, mask)
+            self._place_fis_area()
         elif reg == regs.PxIE:
             self.ie = _merge(self.ie, value, mask) & regs.IE_WRITABLE
         elif reg == regs.PxSCTL:
@@ -184,8 +203,9 @@ class AhciPort:
             # Stopping the engine clears what was outstanding (AHCI 3.3.14, 3.3.13).
             new &= ~(regs.CMD_CR | regs.CMD_CCS_MASK)
             self.ci = self.sact = 0
-            self.halted = False
+            self.engine.stop()
         self.cmd = new
+        self._place_fis_area()
 
     def _write_sctl(self, value: int) -> None:
         old_det = self.sctl & regs.SCTL_DET_MASK
@@ -201,241 +221,15 @@ class AhciPort:
 
     # -- interrupts ------------------------------------------------------------
 
-    def _raise(self, bits: int) -> None:
-        self.is_ |= bits & ~regs.IS_PCS
+    def raise_interrupt(self, bits: int) -> None:
+        """Set ``bits`` in PxIS (PCS and PRCS only mirror PxSERR.DIAG.X and .N) and tell
+        the HBA."""
+        self.is_ |= bits & ~(regs.IS_PCS | regs.IS_PRCS)
         self._on_interrupt(self, bits)
 
     @property
     def interrupt_pending(self) -> bool:
         return bool(self.read(regs.PxIS) & self.ie)
-
-    # -- the command engine ------------------------------------------------------
-
-    def _write_ci(self, value: int) -> None:
-        if not self.cmd & regs.CMD_ST or self.disk is None:
-            return  # commands issued to a stopped or empty port are ignored
-        issued = value & ~self.ci
-        self.ci |= value
-        if issued and not self.halted:
-            self._run_pending()
-
-    def _run_pending(self) -> None:
-        """Run the issued commands, lowest slot first, until none is left or one halts the
-        port. Bus mastering and the FIS area are settled once for the whole write: the
-        guest cannot change them while its PxCI write runs."""
-        try:
-            if not self._bus_master():
-                raise HostBusError("bus mastering is disabled in the PCI command register")
-            area = self._fis_area()
-        except HostBusError as exc:
-            pending = self.ci
-            self._host_bus_fatal((pending & -pending).bit_length() - 1, str(exc))
-            return
-        while self.ci and not self.halted:
-            pending = self.ci
-            self._run_slot((pending & -pending).bit_length() - 1, area)
-        self._post_completions(area)
-
-    def _post_completions(self, area: memoryview | None) -> None:
-        """One Set Device Bits FIS for every queued command finished in this PxCI write:
-        its SActive field names them all (SATA 13.6.5), as a device that completes
-        several commands at once sends it."""
-        tags, self._completed_tags = self._completed_tags, 0
-        if not tags:
-            return
-        if area is not None:
-            fis.write_sdb(area, GOOD.status, 0, tags)
-        self.sact &= ~tags
-        self._raise(regs.IS_SDBS)
-
-    def _run_slot(self, slot: int, area: memoryview | None) -> None:
-        self.cmd = (self.cmd & ~regs.CMD_CCS_MASK) | slot << regs.CMD_CCS_SHIFT
-        try:
-            header = (self.clbu << 32 | self.clb) + slot * HEADER_SIZE
-            prdtl, table = read_header(self.memory.mem, header)
-            self._execute(slot, header, table, prdtl, area)
-        except HostBusError as exc:
-            self._host_bus_fatal(slot, str(exc))
-
-    def _fis_area(self) -> memoryview | None:
-        """The received-FIS area while FIS receive is on, else None (nothing is posted)."""
-        if not self.cmd & regs.CMD_FRE:
-            return None
-        return self.memory.view(self.fbu << 32 | self.fb, fis.RFIS_SIZE)
-
-    def _execute(
-        self, slot: int, header: int, table: int, prdtl: int, area: memoryview | None
-    ) -> None:
-        ram = self.memory.mem
-        try:
-            kind, flags, tf = fis.parse_h2d(ram, table + CFIS_OFFSET)
-        except (struct.error, OverflowError):
-            raise HostBusError(f"command table at 0x{table:x} is outside guest RAM") from None
-        if kind != fis.TYPE_REG_H2D:
-            self._fail(slot, area, ABORTED, "command FIS is not a Register H2D FIS")
-            return
-        if not flags & fis.H2D_C:
-            self._device_control(slot, area, tf.control)
-            return
-        disk = self.disk
-        try:
-            req = disk.decode(tf)
-        except AtaError as err:
-            self._fail(slot, area, err.completion, f"command {tf.command:#04x} refused")
-            return
-        buffers, interrupt_on_piece = prdt_buffers(self.memory, table, prdtl, req.nbytes)
-        if buffers is None:
-            self._overflow(slot, req.nbytes)
-            return
-        if req.tag is not None:  # READ/WRITE FPDMA QUEUED
-            self._execute_queued(slot, area, req, buffers, table, prdtl)
-            return
-        done = disk.execute(req, buffers)
-        failed = done is not GOOD and done.failed
-        write_prdbc(ram, header, 0 if failed else req.nbytes)
-        if self.tracer is not None:
-            self.tracer.command(
-                self.index,
-                slot,
-                tf,
-                parse_prdt(ram, table, prdtl),
-                req.nbytes,
-                done,
-                disk.read_sources(req),
-            )
-        if failed:
-            self._fail(slot, area, done)
-            return
-        self._complete(slot, area, req.protocol, done, req.nbytes, interrupt_on_piece)
-
-    def _complete(
-        self,
-        slot: int,
-        area: memoryview | None,
-        protocol: Protocol,
-        done: Completion,
-        nbytes: int,
-        interrupt_on_piece: bool,
-    ) -> None:
-        bits = regs.IS_DPS if interrupt_on_piece else 0
-        if protocol is _DMA_IN or protocol is _DMA_OUT:  # the common case, first
-            if area is not None:
-                fis.write_d2h(area, done)
-            self.tfd = done.status | done.error << 8
-            self.ci &= ~(1 << slot)
-            self._raise(bits | regs.IS_DHRS)
-            return
-        if protocol is Protocol.PIO_IN:
-            # Data-in PIO ends with the PIO Setup FIS's E_Status; no D2H FIS (SATA 11.7).
-            if area is not None:
-                fis.write_pio_setup(
-                    area,
-                    done,
-                    to_host=True,
-                    interrupt=True,
-                    transfer_count=nbytes,
-                    status=STATUS_DRDY | STATUS_DRQ,
-                )
-            bits |= regs.IS_PSS
-        else:
-            if protocol is Protocol.PIO_OUT and area is not None:
-                fis.write_pio_setup(
-                    area,
-                    done,
-                    to_host=False,
-                    interrupt=False,
-                    transfer_count=nbytes,
-                    status=STATUS_DRDY | STATUS_DRQ,
-                )
-            if area is not None:
-                fis.write_d2h(area, done)
-            bits |= regs.IS_DHRS
-        self.tfd = done.status | done.error << 8
-        self.ci &= ~(1 << slot)
-        self._raise(bits)
-
-    def _execute_queued(
-        self,
-        slot: int,
-        area: memoryview | None,
-        req: Request,
-        buffers: list[memoryview],
-        table: int,
-        prdtl: int,
-    ) -> None:
-        tag = req.tag
-        if tag != slot:  # AHCI 5.3.2: the tag of an NCQ command is its slot
-            self._fail(slot, area, ABORTED, f"NCQ tag {tag} issued in slot {slot}")
-            return
-        # The device accepts the command: a D2H FIS with BSY clear and I=0 frees the slot.
-        if area is not None:
-            fis.write_d2h(area, GOOD, interrupt=False)
-        self.tfd = GOOD.status
-        self.ci &= ~(1 << slot)
-        if area is not None:
-            fis.write_dma_setup(
-                area, tag, to_host=req.protocol is Protocol.FPDMA_IN, transfer_count=req.nbytes
-            )
-        done = self.disk.execute(req, buffers)
-        if self.tracer is not None:
-            self.tracer.command(
-                self.index,
-                slot,
-                req.taskfile,
-                parse_prdt(self.memory.mem, table, prdtl),
-                req.nbytes,
-                done,
-                self.disk.read_sources(req),
-            )
-        if done is not GOOD and done.failed:  # the error goes in an SDB FIS of its own
-            self._post_completions(area)
-            if area is not None:
-                fis.write_sdb(area, done.status, done.error, 0)
-            self.tfd = done.status | done.error << 8
-            self.halted = True
-            self._raise(regs.IS_TFES | regs.IS_SDBS)
-            return
-        self._completed_tags |= 1 << tag
-
-    def _device_control(self, slot: int, area: memoryview | None, control: int) -> None:
-        """A control FIS (C=0): SRST asserted then released is a software reset."""
-        if control & fis.CONTROL_SRST:
-            self._srst = True
-            self.tfd = regs.TFD_STS_BSY
-        elif self._srst:
-            self._srst = False
-            self.disk.reset()
-            self._signature(area)
-        self.ci &= ~(1 << slot)
-
-    # -- errors --------------------------------------------------------------------
-
-    def _fail(
-        self, slot: int, area: memoryview | None, done: Completion, why: str | None = None
-    ) -> None:
-        """The device ended the command with ERR: post it, set TFES and halt (AHCI 6.2.2).
-        ``why`` is said for failures before execution (executed ones are traced already)."""
-        if area is not None:
-            fis.write_d2h(area, done)
-        self.tfd = done.status | done.error << 8
-        self.halted = True
-        if self.tracer is not None and why is not None:
-            self.tracer.failure(self.index, slot, why, done)
-        self._raise(regs.IS_TFES | regs.IS_DHRS)
-
-    def _overflow(self, slot: int, nbytes: int) -> None:
-        """The PRDT describes fewer bytes than the command moves (AHCI 6.1.3, PxIS.OFS)."""
-        self.halted = True
-        if self.tracer is not None:
-            self.tracer.failure(self.index, slot, f"PRDT shorter than {nbytes} bytes", None)
-        self._raise(regs.IS_OFS)
-
-    def _host_bus_fatal(self, slot: int, why: str) -> None:
-        """A command list, table, PRD or FIS area outside RAM: PxIS.HBFS, port halted."""
-        self.halted = True
-        if self.tracer is not None:
-            self.tracer.failure(self.index, slot, why, None)
-        self._raise(regs.IS_HBFS)
 
 
 def _merge(old: int, value: int, mask: int) -> int:

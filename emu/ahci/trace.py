@@ -1,34 +1,41 @@
 """`--trace`: one JSON line per command, and per register access if asked."""
 
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from emu.ahci.observer import PortObserver
 from emu.ata.taskfile import Completion, TaskFile
 
+if TYPE_CHECKING:
+    from emu.ahci.port import AhciPort
 
-class Tracer:
+
+class Tracer(PortObserver):
+    """Observes every port for its command records; the HBA calls :meth:`register` for
+    each ABAR access when ``registers`` is set (host control registers included)."""
+
     def __init__(self, stream: TextIO, registers: bool = False) -> None:
         self._stream = stream
         self.registers = registers
 
-    def _emit(self, record: dict) -> None:
+    def emit(self, record: dict) -> None:
+        """One line of the trace (faults and violations come here too)."""
         import json  # only traced runs pay for it
 
         self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
 
-    def command(
+    def command_done(
         self,
-        port: int,
+        port: "AhciPort",
         slot: int,
         tf: TaskFile,
         pieces: list[tuple[int, int, bool]],
         nbytes: int,
         done: Completion,
-        sources: list[tuple[int, int, str | None]] | None = None,
+        sources: list[tuple[int, int, str | None]] | None,
     ) -> None:
-        """``sources``: for a read from an image chain, the image serving each range."""
         record = {
             "event": "command",
-            "port": port,
+            "port": port.index,
             "slot": slot,
             "opcode": tf.command,
             "lba": tf.lba,
@@ -41,13 +48,15 @@ class Tracer:
         }
         if sources is not None:
             record["sources"] = [list(source) for source in sources]
-        self._emit(record)
+        self.emit(record)
 
-    def failure(self, port: int, slot: int, reason: str, done: Completion | None) -> None:
-        record = {"event": "failure", "port": port, "slot": slot, "reason": reason}
+    def command_failed(
+        self, port: "AhciPort", slot: int, reason: str, done: Completion | None
+    ) -> None:
+        record = {"event": "failure", "port": port.index, "slot": slot, "reason": reason}
         if done is not None:
             record |= {"status": done.status, "error": done.error}
-        self._emit(record)
+        self.emit(record)
 
     def register(self, kind: str, offset: int, size: int, value: int) -> None:
-        self._emit({"event": kind, "offset": offset, "size": size, "value": value})
+        self.emit({"event": kind, "offset": offset, "size": size, "value": value})

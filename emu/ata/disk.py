@@ -30,6 +30,7 @@ Bytes beyond ``nbytes`` are never touched.
 """
 
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -61,7 +62,7 @@ from emu.ata.identify import (
 )
 from emu.ata.taskfile import STATUS_DRDY, Completion, Protocol, Request, TaskFile
 from emu.storage.blockdev import SECTOR_SIZE, BlockDevice
-from emu.storage.errors import StorageError
+from emu.storage.errors import MediumError, StorageError
 
 _LBA28_COMMANDS = frozenset(
     {
@@ -122,6 +123,20 @@ def _extent(tf: TaskFile) -> tuple[int, int]:
     if command in _QUEUED_COMMANDS:
         return tf.lba, tf.features or 0x10000
     return tf.lba, tf.count or 0x10000
+
+
+def sector_range(tf: TaskFile) -> tuple[int, int]:
+    """(first LBA, sectors) a read, verify or write addresses; (0, 0) for other commands."""
+    command = tf.command
+    if command in _SECTOR_READS or command in _VERIFIES or command in _SECTOR_WRITES:
+        return _extent(tf)
+    return 0, 0
+
+
+def transfers_data(tf: TaskFile) -> bool:
+    """Does ``tf``'s command move data (so its PRDT must describe some)?"""
+    entry = _COMMANDS.get(tf.command)
+    return entry is not None and entry.protocol not in (Protocol.NON_DATA, Protocol.DIAGNOSTIC)
 
 
 def _error_device(tf: TaskFile, lba: int) -> int:
@@ -201,6 +216,7 @@ class AtaDisk:
         )
         self._log_directory = _log_directory()
         self._scratch = memoryview(bytearray(_VERIFY_CHUNK))
+        self._host_failures: set[str] = set()  # kinds of host write failures reported
         self.reset()
 
     def reset(self) -> None:
@@ -239,13 +255,13 @@ class AtaDisk:
     def _inject(self, req: Request, buffers: Sequence[memoryview]) -> None:
         """Raise the error an injected fault gives this command, if one fires."""
         command = req.taskfile.command
-        if command in _SECTOR_READS or command in _VERIFIES:
-            extent, kind = _extent(req.taskfile), "read" if req.nbytes else ""
-        elif command in _SECTOR_WRITES:
-            extent, kind = _extent(req.taskfile), "write"
+        if command in _SECTOR_WRITES:
+            kind = "write"
+        elif command in _SECTOR_READS:
+            kind = "read"
         else:
-            extent, kind = (0, 0), ""
-        error = self._faults.inject(req, extent, kind, self._dev, buffers)
+            kind = ""  # verify moves no data; other commands address no sectors
+        error = self._faults.inject(req, sector_range(req.taskfile), kind, self._dev, buffers)
         if error is not None:
             done = error.completion
             device = _error_device(req.taskfile, done.lba)
@@ -261,8 +277,7 @@ class AtaDisk:
         sources = getattr(self._dev, "sources", None)
         if sources is None or req.taskfile.command not in _SECTOR_READS:
             return None
-        lba, _ = _extent(req.taskfile)
-        return sources(lba * SECTOR_SIZE, req.nbytes)
+        return sources(req.lba * SECTOR_SIZE, req.nbytes)
 
     # -- decoding -----------------------------------------------------------
 
@@ -273,7 +288,7 @@ class AtaDisk:
     def _decode_sectors(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
         self._check_range(tf, lba, count)
-        return Request(tf, protocol, count * SECTOR_SIZE)
+        return Request(tf, protocol, count * SECTOR_SIZE, None, lba, count)
 
     def _decode_multiple(self, tf: TaskFile, protocol: Protocol) -> Request:
         if not self._multiple:
@@ -283,7 +298,7 @@ class AtaDisk:
     def _decode_verify(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
         self._check_range(tf, lba, count)
-        return Request(tf, protocol)
+        return Request(tf, protocol, 0, None, lba, count)
 
     def _decode_queued(self, tf: TaskFile, protocol: Protocol) -> Request:
         tag = tf.count >> NCQ_TAG_SHIFT & NCQ_TAG_MASK
@@ -293,7 +308,7 @@ class AtaDisk:
         except AtaError as err:
             self._record_ncq_error(tag, err.completion)
             raise
-        return Request(tf, protocol, count * SECTOR_SIZE, tag)
+        return Request(tf, protocol, count * SECTOR_SIZE, tag, lba, count)
 
     def _decode_identify(self, tf: TaskFile, protocol: Protocol) -> Request:
         return Request(tf, protocol, SECTOR_SIZE)
@@ -318,7 +333,7 @@ class AtaDisk:
 
     def _execute_read(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = _extent(tf)[0]
+        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
@@ -331,7 +346,7 @@ class AtaDisk:
 
     def _execute_write(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = _extent(tf)[0]
+        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
@@ -341,13 +356,14 @@ class AtaDisk:
                 self._dev.writev(lba * SECTOR_SIZE, buffers)
             if write_through:
                 self._dev.flush()
-        except StorageError:
+        except StorageError as exc:
+            self._say_host_failure(exc)
             raise AtaError.abrt(lba, _error_device(tf, lba)) from None
         return GOOD
 
     def _execute_verify(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba, count = _extent(tf)
+        lba, count = req.lba, req.count
         chunk = len(self._scratch) // SECTOR_SIZE
         while count:
             n = min(count, chunk)
@@ -387,7 +403,8 @@ class AtaDisk:
         for start, end in ranges:
             try:
                 self._dev.discard(start * SECTOR_SIZE, (end - start) * SECTOR_SIZE)
-            except StorageError:
+            except StorageError as exc:
+                self._say_host_failure(exc)
                 raise AtaError.abrt(start) from None
         return GOOD
 
@@ -398,8 +415,19 @@ class AtaDisk:
     def _flush(self) -> None:
         try:
             self._dev.flush()
-        except StorageError:
+        except StorageError as exc:
+            self._say_host_failure(exc)
             raise AtaError.abrt() from None
+
+    def _say_host_failure(self, exc: StorageError) -> None:
+        """A write the host failed (disk full, EIO, ...) is ABRT to the guest and one line
+        on stderr naming the file, once per disk and kind of failure; a refusal by
+        design (a read-only medium) is the guest's business and says nothing."""
+        if isinstance(exc, MediumError):
+            kind = str(exc).rpartition(": ")[2]
+            if kind not in self._host_failures:
+                self._host_failures.add(kind)
+                print(f"ahci-emu: warning: a guest write failed: {exc}", file=sys.stderr)
 
     def _execute_set_features(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile

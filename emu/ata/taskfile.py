@@ -54,13 +54,17 @@ class Request:
     """What a decoded command needs from the host adapter.
 
     ``nbytes`` is the exact data length the command transfers (0 for
-    non-data); ``tag`` is the NCQ tag for queued commands, else None.
+    non-data); ``tag`` is the NCQ tag for queued commands, else None. ``lba`` and
+    ``count`` are a sector command's extent (first sector, number of sectors), read
+    from the task file once by its addressing mode; 0 for other commands.
     """
 
     taskfile: TaskFile
     protocol: Protocol
     nbytes: int = 0
     tag: int | None = None
+    lba: int = 0
+    count: int = 0
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,11 +8,13 @@ import sys
 
 from emu.errors import EmuError
 from emu.storage import ops
+from emu.storage.ownership import check_output
 
 EPILOG = """\
 formats: vdi (VirtualBox 1.1: dynamic, fixed, differencing) and raw.
-A differencing image finds its parent by UUID among the .vdi files of its own
-directory, then of the directory above (VirtualBox's Snapshots/ layout).
+A differencing image finds its parent by UUID: through the media registry of
+the machine folder it is in (FOLDER/machine.json), else among the .vdi files of
+its own directory, then of the directory above (VirtualBox's Snapshots/ layout).
 
 example:
   ahci-emu image create base.vdi --size 64M
@@ -81,7 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge = actions.add_parser("merge", help="write a differencing image's data into its parent")
     merge.add_argument("child", metavar="CHILD")
     merge.add_argument(
-        "--delete", action="store_true", help="remove CHILD afterwards (it has no children)"
+        "--delete",
+        action="store_true",
+        help="remove CHILD afterwards; refused (nothing merged) if CHILD has differencing "
+        "images of its own",
     )
     merge.set_defaults(handler=_merge)
 
@@ -103,19 +108,21 @@ def parse_size(text: str) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
+    check_output(args.file, "image create")
     path = ops.create_image(args.file, size, fmt=args.format, variant=args.variant)
     print(f"created {path} ({args.format}, {args.variant}, {_human(size)})")
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
+    check_output(args.child, "image diff")
     path = ops.create_diff(args.parent, args.child)
     print(f"created {path} (differencing image of {os.path.abspath(args.parent)})")
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    chain = ops.describe(args.file)
+    chain = ops.describe(args.file, registry=ops.machine_registry(args.file))
     if args.output == "json":
         print(json.dumps({**chain[0].as_dict(), "chain": [i.as_dict() for i in chain]}, indent=2))
         return 0
@@ -136,12 +143,16 @@ def _info(args: argparse.Namespace) -> int:
     if len(chain) > 1:
         print("chain (leaf first):")
         for image in chain:
-            print(f"  {image.path} ({image.type}, {_human(image.allocated)} allocated)")
+            corrupt = ", corrupt" if image.corrupt else ""
+            print(f"  {image.path} ({image.type}, {_human(image.allocated)} allocated{corrupt})")
+    for image in chain:
+        if image.corrupt:  # as qemu-img info's "corrupt: true"
+            print(f"corrupt: true: {image.path} (see `ahci-emu image check {args.file}`)")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    result = ops.check(args.file)
+    result = ops.check(args.file, registry=ops.machine_registry(args.file))
     for label, messages in [
         ("error", result.errors),
         ("corruption", result.corruptions),
@@ -161,11 +172,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    check_output(args.dst, "image convert")
     path = ops.convert(
         args.src,
         args.dst,
         fmt=args.format,
         variant=args.variant,
+        registry=ops.machine_registry(args.src),
         progress=_progress_bar("converting"),
     )
     print(f"converted {os.path.abspath(args.src)} to {path} ({args.format}, {args.variant})")
@@ -173,6 +186,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    if args.delete and (kids := ops.children(args.child)):
+        more = f" and {len(kids) - 1} more" if len(kids) > 1 else ""
+        raise ImageCommandError(
+            f"{os.path.abspath(args.child)}: not merged: --delete would orphan its differencing "
+            f"image {kids[0]}{more}; merge or delete that first, or merge without --delete"
+        )
     parent = ops.merge(args.child, progress=_progress_bar("merging"))
     print(f"merged {os.path.abspath(args.child)} into {parent}")
     if args.delete:

@@ -9,23 +9,32 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING
 
 from emu.errors import EmuError
-from emu.guests import DEFAULT_GUEST, resolve_guest
+from emu.guests import DEFAULT_GUEST, guest_kind, resolve_guest
 from emu.storage.blockdev import BlockDevice
+from emu.storage.ownership import check_output
 
 if TYPE_CHECKING:
     from emu.faults.plan import FaultPlan
 
 SCRATCH_DISK_SIZE = 64 << 20
+MULTIBOOT_MEMORY_MIB = 128
+LINUX_MEMORY_MIB = 256  # Debian's kernel and an initramfs with modules, with room to spare
+
+MAX_TIMEOUT = 1_000_000.0  # seconds (11.6 days): any longer is a typo, not a budget
 
 EPILOG = """\
 exit status: the value the guest writes to the debug-exit port 0xF4;
-124 when the guest outlives --timeout, 125 on a stray access under --strict,
-126 on a CPU exception the guest does not handle (or a halt it cannot leave),
-137 when an injected power cut ends the run, 130 on Ctrl-C,
-2 on a bad option or fault spec, 1 on any other error (bad guest or disk file).
+123 when a Linux guest panics, 124 when the guest outlives --timeout,
+125 on a stray access under --strict or a violation under --sanitize=strict,
+126 on a CPU exception the guest does not handle, a triple fault or a halt it
+cannot leave, 137 when an injected power cut ends the run, 130 on Ctrl-C or
+SIGTERM, 2 on a bad option, option value or fault spec, 1 on any other error
+(bad guest, kernel, initrd or disk file, an output that cannot be written, a
+--serial or --trace FILE that is an image, locked, or a machine's file, a
+libunicorn whose internals Linux guests need is not known).
 
 fault specs (--fault, --faults FILE): KIND[:KEY=VALUE,...]; kinds media-error,
-idnf, abrt, df, power-cut; triggers port=N,
+idnf, abrt, df, power-cut, stall, latency, link-loss; triggers port=N,
 lba=FIRST-LAST, opcode=0xNN|read|write|flush|ncq, nth=N, p=PROBABILITY, times=N.
 The README's "Fault injection" section has the whole vocabulary.
 """
@@ -35,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="boot a guest and run it to its exit",
-        description="Boot a multiboot ELF32 guest on the emulated board and run it until it "
-        "writes its exit status to the debug-exit port. With no GUEST and no --disk, the "
+        description="Boot a multiboot ELF32 guest or a Linux bzImage on the emulated board and "
+        "run it until it writes its exit status to the debug-exit port. With no GUEST and no "
+        "--disk, the "
         f"default guest ({DEFAULT_GUEST}) runs on a scratch 64 MiB disk in a temporary folder.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,20 +69,28 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "guest",
         nargs="?",
         metavar="GUEST",
-        help=f"guest ELF file, or the name of a built-in guest (default: {DEFAULT_GUEST})",
+        help="multiboot ELF file or Linux bzImage (told apart by header), or the name of a "
+        f"built-in guest (default: {DEFAULT_GUEST})",
     )
     parser.add_argument(
-        "--memory", type=int, default=128, metavar="MiB", help="guest RAM in MiB (default: 128)"
+        "--memory",
+        type=int,
+        metavar="MiB",
+        help=f"guest RAM in MiB (default: {MULTIBOOT_MEMORY_MIB}; {LINUX_MEMORY_MIB} for Linux)",
     )
     parser.add_argument(
         "--append", default="", metavar="STR", help="guest command line, as QEMU's -append"
     )
     parser.add_argument(
+        "--initrd", metavar="FILE", help="initial ramdisk for a Linux guest, as QEMU's -initrd"
+    )
+    parser.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=60.0,
         metavar="SECONDS",
-        help="stop the guest after this long, exit status 124 (default: 60)",
+        help="stop the guest after this long, exit status 124 (default: 60; "
+        f"at most {MAX_TIMEOUT:,.0f})",
     )
     parser.add_argument(
         "--serial", metavar="FILE", help="write the guest's COM1 output to FILE instead of stdout"
@@ -120,10 +138,32 @@ def add_guest_arguments(parser: argparse.ArgumentParser) -> None:
         "completed write is durable)",
     )
     parser.add_argument(
+        "--sanitize",
+        nargs="?",
+        const="report",
+        choices=("report", "strict"),
+        metavar="strict",
+        help="report each AHCI rule the guest's driver breaks (once per rule and port); "
+        "--sanitize=strict stops at the first (exit status 125)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="say on stderr each injected fault that fires",
     )
+
+
+def timeout_seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds up to MAX_TIMEOUT."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds <= MAX_TIMEOUT:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_TIMEOUT:,.0f} seconds, not {text}"
+        )
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,17 +187,28 @@ def boot(
     ``faults`` injected (from :func:`fault_plan`)."""
     from emu.machine.board import Board, BoardConfig
 
-    guest = resolve_guest(args.guest)
-    if args.timeout <= 0:
-        raise EmuError("--timeout must be positive")
+    guest = resolve_guest(args.guest, note=_note)
+    linux = guest_kind(guest) == "linux"
+    if args.initrd is not None and not linux:
+        raise EmuError("--initrd is for Linux guests; GUEST is a multiboot ELF")
     if args.trace_regs and not args.trace:
         raise EmuError("--trace-regs needs --trace FILE")
+    for option, path in (("--serial", args.serial), ("--trace", args.trace)):
+        if path is not None:
+            check_output(path, option)  # after the disks are open: their locks count
     with contextlib.ExitStack() as stack:
         serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
-        board = Board(
+        if linux:
+            from emu.machine.linux_board import LinuxBoard as board_class
+        else:
+            board_class = Board
+        memory = args.memory
+        if memory is None:
+            memory = LINUX_MEMORY_MIB if linux else MULTIBOOT_MEMORY_MIB
+        board = board_class(
             BoardConfig(
-                memory_mib=args.memory,
+                memory_mib=memory,
                 strict=args.strict,
                 serial=serial,
                 disks=disks,
@@ -165,9 +216,13 @@ def boot(
                 trace_registers=args.trace_regs,
                 faults=faults,
                 write_cache=args.write_cache == "on",
+                sanitize=args.sanitize,
             )
         )
-        board.load(guest, args.append)
+        if linux:
+            board.load(guest, args.append, args.initrd)
+        else:
+            board.load(guest, args.append)
         try:
             return board.run(args.timeout) & 0xFF
         finally:
@@ -196,17 +251,54 @@ def scratch_disk(stack: contextlib.ExitStack) -> str:
     return path
 
 
+def _note(text: str) -> None:
+    print(f"ahci-emu: {text}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def open_output(path: str | None, mode: str, default: IO | None) -> Iterator[IO | None]:
-    """``path`` opened for writing (closed afterwards), or ``default`` when no path is given."""
+    """``path`` opened for writing (closed afterwards), or ``default`` when no path is given.
+    A write that fails (full disk, I/O error) becomes an EmuError naming the output; a
+    closed pipe stays BrokenPipeError, which the command ends on quietly."""
     if path is None:
-        yield default
-        if default is not None:
+        if default is None:
+            yield None
+            return
+        with _named_errors("stdout"):
+            yield _NamedOutput(default, "stdout")
             default.flush()
         return
     try:
         stream = open(path, mode)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise EmuError(f"{path}: cannot write: {exc.strerror}") from exc
-    with stream:
-        yield stream
+    with _named_errors(path), stream:
+        yield _NamedOutput(stream, path)
+
+
+class _NamedOutput:
+    """A write-only stream whose write errors say which output they hit."""
+
+    def __init__(self, stream: IO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def write(self, data: bytes | str) -> int:
+        with _named_errors(self._name):
+            return self._stream.write(data)
+
+    def flush(self) -> None:
+        with _named_errors(self._name):
+            self._stream.flush()
+
+
+@contextlib.contextmanager
+def _named_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None:
+            raise  # not this output's error
+        raise EmuError(f"{name}: cannot write: {exc.strerror or exc}") from exc

@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import os
 
 from emu.commands.run import EPILOG as RUN_EPILOG
 from emu.commands.run import add_guest_arguments, boot, fault_plan
 from emu.errors import EmuError
+from emu.guests import resolve_guest
 from emu.storage.media import MediumType
 from emu.storage.vm import Machine, SnapshotNode
 
@@ -86,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    args.guest = resolve_guest(args.guest)  # a missing guest is refused before the start
     faults = fault_plan(args)  # a bad spec is refused before the machine starts
     with Machine.open(args.dir) as machine:
         devices = machine.start()
@@ -105,12 +108,17 @@ def _create(args: argparse.Namespace) -> int:
 def _attach(args: argparse.Namespace) -> int:
     with Machine.open(args.dir) as machine:
         machine.attach(args.port, args.medium, args.type, autoreset=args.autoreset)
+        print(
+            f"attached {os.path.abspath(args.medium)} to port {args.port} of machine "
+            f"{machine.name!r} ({args.type})"
+        )
     return 0
 
 
 def _detach(args: argparse.Namespace) -> int:
     with Machine.open(args.dir) as machine:
         machine.detach(args.port)
+        print(f"detached port {args.port} of machine {machine.name!r} (the base image is kept)")
     return 0
 
 
@@ -119,7 +127,8 @@ def _snapshot(args: argparse.Namespace) -> int:
         if args.name is not None:
             raise EmuError("snapshot list takes no NAME")
         with Machine.open(args.dir, read_only=True) as machine:
-            for line in _tree_lines(machine.snapshot_list(), 0):
+            lines = _tree_lines(machine.snapshot_list(), 0)
+            for line in lines or [f"machine {machine.name!r} has no snapshots"]:
                 print(line)
         return 0
     if args.name is None:
@@ -131,9 +140,11 @@ def _snapshot(args: argparse.Namespace) -> int:
             snap = machine.snapshot_take(args.name, args.description)
             print(f"snapshot {args.name!r} taken ({snap})")
         elif args.action == "restore":
-            machine.snapshot_restore(args.name)
+            snap = machine.snapshot_restore(args.name)
+            print(f"snapshot {args.name!r} restored ({snap})")
         else:
-            machine.snapshot_delete(args.name)
+            merges = machine.snapshot_delete(args.name)
+            print(f"snapshot {args.name!r} deleted ({merges} image merge(s))")
     return 0
 
 

@@ -6,6 +6,9 @@ A spec names what goes wrong (the kind) and when (the trigger)::
     abrt:opcode=0x25,nth=3             the third READ DMA EXT is aborted
     df:opcode=write,p=0.1              a write ends in device fault, one time in ten
     power-cut:flush=2                  the power goes at the second FLUSH CACHE (EXT)
+    stall:opcode=0x25,nth=3            the third READ DMA EXT never completes
+    latency:opcode=ncq,commands=4      a queued command completes after 4 later ones
+    link-loss:port=1,nth=5,down-ms=50  port 1's link drops at its 5th command, back 50 ms on
 
 Every key of a trigger must hold for a command to match; ``nth`` and ``p``
 then pick among the matching commands, and ``times`` caps how often a fault
@@ -42,6 +45,9 @@ KINDS: dict[str, str] = {
     "abrt": "ata",
     "df": "ata",
     "power-cut": "ata",
+    "stall": "ahci",
+    "latency": "ahci",
+    "link-loss": "ahci",
 }
 
 _TRIGGER_KEYS = {"port", "lba", "opcode", "nth", "p", "times"}
@@ -51,6 +57,9 @@ _KIND_KEYS: dict[str, set[str]] = {
     "abrt": set(),
     "df": set(),
     "power-cut": {"write", "flush", "command"},
+    "stall": set(),
+    "latency": {"commands", "ms"},
+    "link-loss": {"down-ms"},
 }
 _POWER_CUT_AT = {"write": "write", "flush": "flush", "command": None}
 
@@ -169,6 +178,8 @@ def _build(kind: str, pairs: dict[str, str], spec: str) -> Fault:
         raise FaultSpecError(f"fault {spec!r}: media-error needs lba=FIRST-LAST")
     if kind == "power-cut":
         _power_cut_trigger(params, trigger, spec)
+    if kind == "latency" and len(params) != 1:
+        raise FaultSpecError(f"fault {spec!r}: latency needs commands=N or ms=T (one of them)")
     return Fault(kind, Trigger(**trigger), params, spec.strip())
 
 

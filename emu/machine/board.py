@@ -1,6 +1,7 @@
 """The board: assembles CPU, RAM, buses and devices, loads a guest and runs it."""
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -10,7 +11,6 @@ from unicorn import (
     UC_ERR_EXCEPTION,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_INSN_INVALID,
-    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_TLB_FILL,
@@ -48,16 +48,20 @@ from emu.ata.cache import VolatileCache
 from emu.ata.disk import AtaDisk
 from emu.ata.faults import DiskFaults
 from emu.faults.plan import FaultPlan
-from emu.machine import apic, debugexit, ioapic, uart
+from emu.faults.port import PortFaults
+from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
 from emu.machine.interrupts import HLT_OPCODE, deliver
+from emu.machine.irqwindow import InterruptWindow
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 from emu.machine.pagewalk import translate
 from emu.machine.pci import COMMAND, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, Bar, PciHost
 from emu.machine.q35 import ABAR_SIZE, IDP_SIZE, ahci_function, attach_chipset, msi_target
+from emu.machine.registers import Registers
 from emu.machine.watchdog import Watchdog
+from emu.sanitizer.checker import Sanitizer
 from emu.storage.blockdev import BlockDevice
 
 EFLAGS_IF = 1 << 9
@@ -102,23 +106,21 @@ class BoardConfig:
     trace_registers: bool = False
     faults: FaultPlan | None = None  # injected faults (--fault), None: none
     write_cache: bool = True  # the disks' volatile write cache at power-on
+    sanitize: str | None = None  # --sanitize: "report" or "strict"; None: off
 
 
 class Board:
     """A q35-shaped PC with no firmware: RAM, COM1, debug exit, PCI bus 0."""
 
+    CPU_MODE = UC_MODE_32  # Unicorn's mode; the Linux board runs in UC_MODE_64
+
     def __init__(self, config: BoardConfig) -> None:
         self.config = config
         self.memory = GuestMemory(config.memory_mib << 20)
-        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc = uc = Uc(UC_ARCH_X86, self.CPU_MODE)
+        self.regs = Registers(uc)
         uc.mem_map_ptr(0, self.memory.size, UC_PROT_ALL, self.memory.host_address)
-        # Guest RAM stores stay on Unicorn's fast path only with the virtual TLB, data pages
-        # filled without execute permission, and no UC_HOOK_MEM_*_UNMAPPED hook at all (any
-        # one of them sends every RAM store through helper_ret_st*_mmu / notdirty_write;
-        # measured in bench/profiling.py's `perf` mode). So the TLB fill is also where
-        # accesses beyond RAM are decoded: open bus pages, and jumps to nowhere.
-        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        self._setup_mmu(uc)
         self.reporter = StrayReporter(config.strict, uc.emu_stop, self.eip)
         self.ports = PortBus(self.reporter)
         self.mmio = MmioBus(
@@ -128,7 +130,17 @@ class Board:
         self._fault: str | None = None
         self._stop: RunStop | None = None  # a device ended the run (a power cut, ...)
 
-        self.uart = uart.Uart16550(config.serial)
+        self.ioapic = ioapic.IoApic(self._accept_interrupt)
+        self.apic = self._make_apic()
+        self.mmio.add(
+            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
+        )
+        self.mmio.add(
+            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
+        )
+        self.uart = uart.Uart16550(
+            config.serial, irq=lambda level: self.ioapic.set_line(uart.ISA_IRQ, level)
+        )
         self.ports.register(uart.BASE, uart.LENGTH, self.uart.read, self.uart.write)
         self.debug_exit = debugexit.DebugExit(self._guest_exit)
         self.ports.register(
@@ -138,28 +150,37 @@ class Board:
         self.ports.register(PciHost.ADDRESS_PORT, 4, self.pci.read_address, self.pci.write_address)
         self.ports.register(PciHost.DATA_PORT, 4, self.pci.read_data, self.pci.write_data)
         attach_chipset(self.pci)
-        self.ioapic = ioapic.IoApic(self._accept_interrupt)
-        self.apic = apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
-        self.mmio.add(
-            MmioRegion("local APIC", apic.SIZE, self.apic.read, self.apic.write), apic.BASE
-        )
-        self.mmio.add(
-            MmioRegion("I/O APIC", ioapic.SIZE, self.ioapic.read, self.ioapic.write), ioapic.BASE
-        )
         self._attach_ahci(config)
         self._stop_requested = False
-        self._if_watch: int | None = None
+        self._window = InterruptWindow(uc)
 
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._exception)
 
+    def _setup_mmu(self, uc: Uc) -> None:
+        """Guest RAM stores stay on Unicorn's fast path only with the virtual TLB, data pages
+        filled without execute permission, and no UC_HOOK_MEM_*_UNMAPPED hook at all (any
+        one of them sends every RAM store through helper_ret_st*_mmu / notdirty_write;
+        measured in bench/profiling.py's `perf` mode). So the TLB fill is also where
+        accesses beyond RAM are decoded: open bus pages, and jumps to nowhere."""
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._tlb_fill_callback = rawhooks.TLB_FILL(self._tlb_fill)
+        rawhooks.hook_add(uc, UC_HOOK_TLB_FILL, rawhooks.function_pointer(self._tlb_fill_callback))
+
+    def _make_apic(self) -> apic.LocalApic:
+        return apic.LocalApic(on_eoi=self.ioapic.end_of_interrupt)
+
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
             raise MachineError("an AHCI controller has at most 32 ports")
         tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
-        if config.faults is not None and tracer is not None:
-            config.faults.listeners.append(tracer._emit)
+        plan = config.faults
+        if plan is not None and tracer is not None:
+            plan.listeners.append(tracer.emit)
+        self.port_faults = (
+            PortFaults(plan) if plan is not None and plan.layer_faults("ahci") else None
+        )
         self.disks = [
             None if dev is None else self._disk(config, port, dev)
             for port, dev in enumerate(config.disks)
@@ -172,13 +193,25 @@ class Board:
             lambda: bool(self.ahci_pci.config[COMMAND] & COMMAND_BUS_MASTER),
             tracer,
             intx=self._ahci_intx,
+            faults=self.port_faults,
         )
-        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.hba.read, self.hba.write)
+        self.sanitizer: Sanitizer | None = None
+        self._abar_read, self._abar_write = self.hba.read, self.hba.write
+        if self.port_faults is not None:  # what a fault holds back comes due at an access
+            self._abar_read, self._abar_write = _due_first(self.port_faults, self.hba)
+        if config.sanitize is not None:
+            self.sanitizer = Sanitizer(
+                self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
+            )
+            if tracer is not None:
+                self.sanitizer.listeners.append(tracer.emit)
+            self._abar_write = self.sanitizer.watch(self._abar_write)
+        abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self._abar_read, self._abar_write)
         self.mmio.add(abar, None)
         self._idp_base: int | None = None
         self._idp_index = 0
         self.ahci_pci = ahci_function(
-            Bar(ABAR_SIZE, on_move=lambda b: self.mmio.move(abar, b)),
+            Bar(ABAR_SIZE, on_move=lambda b: self._move_region(abar, b)),
             Bar(IDP_SIZE, io=True, on_move=self._move_idp),
         )
         self.pci.attach(31, 2, self.ahci_pci)
@@ -205,6 +238,10 @@ class Board:
             if disk is not None:
                 disk.flush_cache()
 
+    def _move_region(self, region: MmioRegion, base: int | None) -> None:
+        """A BAR write moved ``region`` (the guest's config-space write is the cause)."""
+        self.mmio.move(region, base)
+
     def _move_idp(self, base: int | None) -> None:
         if self._idp_base is not None:
             self.ports.unregister(self._idp_base, IDP_SIZE)
@@ -216,14 +253,14 @@ class Board:
         if offset == IDP_INDEX:
             return self._idp_index
         if offset == IDP_DATA:
-            return self.hba.read(self._idp_index, size)
+            return self._abar_read(self._idp_index, size)
         return 0
 
     def _idp_write(self, offset: int, size: int, value: int) -> None:
         if offset == IDP_INDEX:
             self._idp_index = value & 0xFFC
         elif offset == IDP_DATA:
-            self.hba.write(self._idp_index, size, value)
+            self._abar_write(self._idp_index, size, value)
 
     def _ahci_interrupt(self) -> None:
         """The HBA raised an interrupt: an MSI to the local APIC when MSI is enabled."""
@@ -244,7 +281,10 @@ class Board:
 
     def _accept_interrupt(self, vector: int, level: bool) -> None:
         self.apic.accept(vector, level)
-        self._request_stop()
+        if self._window.ready:
+            self._window.arm()  # taken at the next block that starts with IF=1
+        else:
+            self._request_stop()  # (until the window is ready: the first interrupt)
 
     def _request_stop(self) -> None:
         self._stop_requested = True
@@ -253,22 +293,37 @@ class Board:
     # -- hooks (Unicorn calls these from inside emu_start) ------------------------------
 
     def eip(self) -> int:
-        return self.uc.reg_read(UC_X86_REG_EIP)
+        return self.regs.read(UC_X86_REG_EIP)
 
-    def _tlb_fill(self, uc, vaddr: int, access: int, entry, _ud) -> bool:
-        if uc.reg_read(UC_X86_REG_CR0) & CR0_PG:
-            paddr = translate(self.memory, uc.reg_read(UC_X86_REG_CR3), vaddr, access)
+    def _tlb_fill(self, _uch, vaddr: int, access: int, entry, _ud) -> bool:
+        try:
+            paddr = self._physical_page(vaddr, access)
+        except Exception as exc:  # a raw callback must not raise: stop the run instead
+            self._device_error(f"TLB fill of 0x{vaddr:08x} failed: {exc!r}")
+            return False
+        if paddr is None:
+            return False
+        entry.contents.paddr = paddr
+        # Only pages the guest executes from are mapped executable: a data page filled
+        # executable sends every store to it down Unicorn's slow path.
+        entry.contents.perms = (
+            UC_PROT_ALL if access == UC_MEM_FETCH else UC_PROT_READ | UC_PROT_WRITE
+        )
+        return True
+
+    def _physical_page(self, vaddr: int, access: int) -> int | None:
+        """The physical page behind ``vaddr`` (None: not mapped by the guest's page tables);
+        a data access to a page that nothing decodes maps it as open bus."""
+        if self.regs.read(UC_X86_REG_CR0) & CR0_PG:
+            paddr = translate(self.memory, self.regs.read(UC_X86_REG_CR3), vaddr, access)
             if paddr is None:
-                return False
+                return None
         else:
             paddr = vaddr & ~(PAGE_SIZE - 1)
         if access != UC_MEM_FETCH and paddr >= self.memory.size and not self.mmio.decodes(paddr):
             # (a fetch there ends the run as UC_ERR_FETCH_UNMAPPED; see _describe)
             self.mmio.open_bus(paddr | (vaddr & (PAGE_SIZE - 1)), access == UC_MEM_WRITE)
-        entry.paddr = paddr
-        # Only pages the guest executes from are mapped executable (DESIGN.md).
-        entry.perms = UC_PROT_ALL if access == UC_MEM_FETCH else UC_PROT_READ | UC_PROT_WRITE
-        return True
+        return paddr
 
     def _port_in(self, _uc, port: int, size: int, _ud) -> int:
         return self.ports.read(port, size)
@@ -327,7 +382,7 @@ class Board:
                     return code
                 if self.mmio.replay_pending:
                     self._finish_store()
-                if self._stop_requested or self._interrupt_ready():
+                if self._stop_requested or self._window.opened or self._interrupt_ready():
                     continue
                 self._halted(watchdog)
                 if (code := self._verdict(watchdog)) is not None:
@@ -350,31 +405,26 @@ class Board:
 
     def _interrupt_ready(self) -> bool:
         return self.apic.deliverable() is not None and bool(
-            self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF
+            self.regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF
         )
 
     def _take_interrupt(self) -> None:
-        """Deliver the APIC's pending interrupt if EFLAGS.IF allows; else watch for STI."""
+        """Deliver the APIC's pending interrupt if EFLAGS.IF allows; while one waits on
+        IF, the interrupt window stops the guest where IF is next set."""
         vector = self.apic.deliverable()
         if vector is None:
+            self._window.disarm()
             return
-        if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
-            if self._if_watch is None:
-                self._if_watch = self.uc.hook_add(UC_HOOK_CODE, self._watch_if)
-                self.uc.ctl_flush_tb()  # code translated before the hook would not call it
+        self._window.anchor()
+        if not self.regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            self._window.arm()
             return
-        if self._if_watch is not None:
-            self.uc.hook_del(self._if_watch)
-            self._if_watch = None
-            self.uc.ctl_flush_tb()  # and the hot path must not keep calling out per block
         self.apic.acknowledge(vector)
-        deliver(self.uc, self.memory, vector)
-
-    def _watch_if(self, uc, _address: int, _size: int, _ud) -> None:
-        """While an interrupt waits on EFLAGS.IF, stop at the first instruction that runs
-        with IF=1 (per instruction: a translated block can hold sti ... cli)."""
-        if uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
-            self._request_stop()
+        deliver(self.uc, self.regs, self.memory, vector)
+        if self.apic.deliverable() is None:
+            self._window.disarm()
+        else:
+            self._window.arm()  # the next one, once the handler sets IF again
 
     def _verdict(self, watchdog: Watchdog) -> int | None:
         """The guest's exit code if the run is over; raises if it ended abnormally."""
@@ -400,10 +450,18 @@ class Board:
         eip = self.eip()
         if not (0 < eip <= self.memory.size and self.memory.mem[eip - 1] == HLT_OPCODE):
             raise GuestFault(f"guest stopped for no known reason at EIP=0x{eip:08x}")
-        if not self.uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+        if not self.regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             raise GuestFault(f"guest halted with interrupts disabled at EIP=0x{eip - 1:08x}")
-        # Devices act only inside the guest's own accesses, so nothing pending now can
-        # arrive later: only the time budget (or Ctrl-C) ends this halt.
+        # Devices act inside the guest's own accesses, and at the times an injected fault
+        # holds something back for: nothing else can wake the guest but the time budget
+        # (or Ctrl-C).
+        faults = self.port_faults
+        while faults is not None and (deadline := faults.next_deadline()) is not None:
+            if watchdog.wait(max(0.0, deadline - time.monotonic())):
+                return
+            faults.run_due()
+            if self._interrupt_ready():
+                return
         watchdog.wait()
 
     def _describe(self, exc: UcError) -> str:
@@ -414,3 +472,20 @@ class Board:
         if exc.errno == UC_ERR_EXCEPTION:
             return f"unhandled CPU exception at EIP=0x{self.eip():08x}"
         return f"CPU stopped: {exc} at EIP=0x{self.eip():08x}"
+
+
+def _due_first(faults: PortFaults, hba: AhciHba):
+    """The HBA's MMIO read and write, each running first what injected faults held back
+    until now (a completion, a link coming back)."""
+
+    def read(offset: int, size: int) -> int:
+        if faults.pending:
+            faults.run_due()
+        return hba.read(offset, size)
+
+    def write(offset: int, size: int, value: int) -> None:
+        if faults.pending:
+            faults.run_due()
+        hba.write(offset, size, value)
+
+    return read, write

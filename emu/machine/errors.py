@@ -38,6 +38,12 @@ class GuestFault(RunStop):
     exit_status = 126
 
 
+class KernelPanic(RunStop):
+    """The Linux guest panicked (its console printed the end-of-panic line)."""
+
+    exit_status = 123
+
+
 class Interrupted(RunStop):
     """Ctrl-C (SIGINT) or SIGTERM."""
 

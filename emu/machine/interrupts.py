@@ -18,6 +18,7 @@ from unicorn.x86_const import (
 from emu.ahci.dma import HostBusError
 from emu.machine.errors import GuestFault
 from emu.machine.memory import GuestMemory
+from emu.machine.registers import Registers
 
 HLT_OPCODE = 0xF4
 GATE_INTERRUPT_32 = 0xE
@@ -28,7 +29,7 @@ EFLAGS_NT = 1 << 14
 EFLAGS_RF = 1 << 16
 
 
-def deliver(uc, memory: GuestMemory, vector: int) -> None:
+def deliver(uc, regs: Registers, memory: GuestMemory, vector: int) -> None:
     """Enter the handler of ``vector``; GuestFault when the guest has no usable gate."""
     _, base, limit, _ = uc.reg_read(UC_X86_REG_IDTR)
     if vector * 8 + 7 > limit:
@@ -40,20 +41,22 @@ def deliver(uc, memory: GuestMemory, vector: int) -> None:
     kind = (high >> 8) & 0x1F
     if not high & 0x8000 or kind not in (GATE_INTERRUPT_32, GATE_TRAP_32):
         raise GuestFault(f"interrupt vector {vector} has no present 32-bit gate (triple fault)")
-    eflags = uc.reg_read(UC_X86_REG_EFLAGS)
-    esp = (uc.reg_read(UC_X86_REG_ESP) - 12) & 0xFFFFFFFF
-    eip = uc.reg_read(UC_X86_REG_EIP)
+    eflags = regs.read(UC_X86_REG_EFLAGS)
+    esp = (regs.read(UC_X86_REG_ESP) - 12) & 0xFFFFFFFF
+    eip = regs.read(UC_X86_REG_EIP)
+    cs = regs.read(UC_X86_REG_CS)
     if eip < memory.size and memory.mem[eip] == HLT_OPCODE:
         # About to halt (as in "sti; hlt", whose HLT runs in STI's shadow): the CPU would
         # halt and wake at once, so the handler returns past the HLT.
         eip += 1
-    frame = struct.pack("<III", eip, uc.reg_read(UC_X86_REG_CS), eflags)
+    frame = struct.pack("<III", eip, cs, eflags)
     try:
         memory.view(esp, 12)[:] = frame
     except HostBusError:
         raise GuestFault(f"stack at 0x{esp:x} is outside RAM during interrupt delivery") from None
     cleared = EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | (EFLAGS_IF if kind == GATE_INTERRUPT_32 else 0)
-    uc.reg_write(UC_X86_REG_ESP, esp)
-    uc.reg_write(UC_X86_REG_EFLAGS, eflags & ~cleared)
-    uc.reg_write(UC_X86_REG_CS, low >> 16)
-    uc.reg_write(UC_X86_REG_EIP, (high & 0xFFFF0000) | (low & 0xFFFF))
+    regs.write(UC_X86_REG_ESP, esp)
+    regs.write(UC_X86_REG_EFLAGS, eflags & ~cleared)
+    if low >> 16 != cs:  # (loading CS costs Unicorn a descriptor load; skip the same one)
+        regs.write(UC_X86_REG_CS, low >> 16)
+    regs.write(UC_X86_REG_EIP, (high & 0xFFFF0000) | (low & 0xFFFF))

@@ -7,6 +7,7 @@ so do we, so a guest reads the same arguments under both.
 """
 
 import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ def _write_boot_gdt(memory: GuestMemory) -> None:
 
 
 def _write_info(memory: GuestMemory, cmdline: str) -> int:
-    cmdline_bytes = cmdline.encode() + b"\0"
+    cmdline_bytes = os.fsencode(cmdline) + b"\0"  # arguments as given, UTF-8 or not
     cmdline_address = INFO_ADDRESS + 0x100
     loader_address = INFO_ADDRESS + 0x80
     if len(cmdline_bytes) > 0x1000:

@@ -5,6 +5,9 @@ until a hook fires, so a Python signal handler alone could wait forever on a
 guest spinning in a tight loop. The C-level handler writes the signal number to
 a wake-up pipe (``signal.set_wakeup_fd``); this thread waits on that pipe and
 on the deadline, and calls ``stop`` until the run loop acknowledges.
+
+An interrupt that arrived before the run and that Python dropped (see
+emu.interrupt) stops the run as soon as it starts.
 """
 
 import os
@@ -14,12 +17,17 @@ import threading
 import time
 from collections.abc import Callable
 
+from emu import interrupt
+
 _QUIT = b"\xff"
 _RESTOP_INTERVAL = 0.05  # re-issue stop: one issued between two emu_start calls is lost
+_LONGEST_WAIT = 3600.0  # select() refuses timeouts past ~292 years; wait in slices instead
 
 
 class Watchdog:
     def __init__(self, timeout: float, stop: Callable[[], None]) -> None:
+        if not timeout > 0:  # also refuses NaN, which would make the deadline never come
+            raise ValueError(f"watchdog timeout must be positive, not {timeout!r}")
         self.timeout = timeout
         self._stop = stop
         self.reason: str | None = None  # "timeout" or "interrupt" once fired
@@ -33,20 +41,31 @@ class Watchdog:
     def __enter__(self) -> "Watchdog":
         if threading.current_thread() is threading.main_thread():
             self._saved_wakeup_fd = signal.set_wakeup_fd(self._write_fd)
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._saved[signum] = signal.signal(signum, lambda *_: None)
+            try:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    self._saved[signum] = signal.signal(signum, lambda *_: None)
+            except BaseException:  # a pending Ctrl-C raised here: leave nothing installed
+                self._restore_signals()
+                os.close(self._read_fd)
+                os.close(self._write_fd)
+                raise
+        if interrupt.take_seen():  # an interrupt before this run that Python dropped
+            os.write(self._write_fd, bytes([signal.SIGINT]))
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         os.write(self._write_fd, _QUIT)
         self._thread.join()
+        self._restore_signals()
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+
+    def _restore_signals(self) -> None:
         if self._saved_wakeup_fd is not None:
             signal.set_wakeup_fd(self._saved_wakeup_fd)
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)
-        os.close(self._read_fd)
-        os.close(self._write_fd)
 
     def wait(self, seconds: float | None = None) -> bool:
         """Block until the watchdog fires (or ``seconds`` pass); True if it fired."""
@@ -55,9 +74,8 @@ class Watchdog:
     def _watch(self) -> None:
         deadline = time.monotonic() + self.timeout
         while self.reason is None:
-            ready, _, _ = select.select(
-                [self._read_fd], [], [], max(0.0, deadline - time.monotonic())
-            )
+            wait = min(_LONGEST_WAIT, max(0.0, deadline - time.monotonic()))
+            ready, _, _ = select.select([self._read_fd], [], [], wait)
             if ready:
                 data = os.read(self._read_fd, 64)
                 if _QUIT in data:

@@ -7,6 +7,17 @@ map, one entry per block: where the block's data is (file descriptor, file
 offset, image) or None for zeros. It is built on open and updated block by
 block as the leaf allocates or zeroes blocks.
 
+Opening costs O(depth), not O(depth x blocks): the resolved map is filled in as
+blocks are first used.
+
+Open files: the leaf stays open; of the parents, at most :data:`OPEN_PARENTS`
+keep a descriptor (and their shared lock), the most recently read. The others
+are parked (see :meth:`emu.storage.vdi.VdiImage.park`): parents without data
+first, as they are never read; a parked parent is reopened when a read needs it,
+and refused if it changed meanwhile. So a chain's depth is not bounded by the
+open-files limit (``ulimit -n``), only chains deeper than OPEN_PARENTS + 1 leave
+some parents unlocked, and reads cost the same at any depth once resolved.
+
 Writes go to the leaf only. A write into a block the leaf does not have
 allocates it there whole: the parts of the block the write does not cover are
 copied from the chain first (copy-on-write). If that block would hold only
@@ -24,18 +35,29 @@ path. :func:`find_parent` looks the UUID up in the ``registry`` given (the
 machine folder's media registry), then searches the ``.vdi`` files of the
 child's directory, then of the directory above it (VirtualBox's layout: diffs
 in ``DIR/Snapshots/``, the base in ``DIR``), for the one file whose uuidCreate
-matches. Two matching files in one directory are an error, not a guess.
+matches. Two matching files in one directory are an error, not a guess. Only
+regular files are read (a FIFO named ``x.vdi`` is skipped, never waited on), and
+a :class:`FolderScans` reads each folder's headers once for a whole chain.
 """
 
+import heapq
 import itertools
-import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from emu.storage.detect import open_image
-from emu.storage.errors import LinkageError, ParentNotFoundError, ReadOnlyError, StorageError
+from emu.storage.errors import (
+    ImageFormatError,
+    LinkageError,
+    MediumError,
+    ParentNotFoundError,
+    ReadOnlyError,
+    StorageError,
+)
 from emu.storage.image import (
     BLOCK_SIZE,
     ZEROS,
@@ -52,14 +74,53 @@ if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is inv
 _SHIFT = BLOCK_SIZE.bit_length() - 1
 _MASK = BLOCK_SIZE - 1
 
-_Location = tuple[int, int, Image] | None  # (fd, file offset of the block, image) or zeros
+_Location = tuple[Image, int] | None  # (image, file offset of the block) or zeros
 _BlockHandler = Callable[[int, int, list[memoryview], int], None]
+
+OPEN_PARENTS = 16  # parents of one chain that keep their file open (and locked)
+
+
+class OpenParents:
+    """The parents of a chain that hold a descriptor, least recently used first.
+
+    Admitting one more than :data:`OPEN_PARENTS` parks another: one without data
+    if there is such (it is never read), else the least recently used.
+    """
+
+    def __init__(self, limit: int = OPEN_PARENTS) -> None:
+        self._limit = limit
+        self._open: OrderedDict[Image, bool] = OrderedDict()  # image -> has data
+
+    def admit(self, image: Image) -> None:
+        """Count an open parent in (parking another if too many are open)."""
+        self._open[image] = image.allocated_blocks > 0
+        self._open.move_to_end(image)
+        if len(self._open) > self._limit:
+            idle = next((i for i, has_data in self._open.items() if not has_data), None)
+            if idle is None:
+                idle = next(iter(self._open))
+            del self._open[idle]
+            idle.park()
+
+    def fd(self, image: Image) -> int:
+        """The parent's descriptor, reopening it if it was parked."""
+        if image in self._open:
+            self._open.move_to_end(image)
+        else:
+            fd = image.fd  # reopens (and re-locks) it
+            self.admit(image)
+            return fd
+        return image.fd
 
 
 class Chain(Closing):
-    """Images leaf first, each the parent of the one before; a BlockDevice."""
+    """Images leaf first, each the parent of the one before; a BlockDevice.
 
-    def __init__(self, images: Sequence[Image]) -> None:
+    ``open_parents`` are the parents open so far (by :func:`open_chain`); by default
+    every parent given is open and counted in.
+    """
+
+    def __init__(self, images: Sequence[Image], open_parents: OpenParents | None = None) -> None:
         if not images:
             raise StorageError("a chain needs at least one image")
         for child, parent in itertools.pairwise(images):
@@ -74,9 +135,12 @@ class Chain(Closing):
         self._leaf = images[0]
         self._size = self._leaf.size
         self.warnings = [w for c, p in itertools.pairwise(images) if (w := _stale(c, p))]
-        self._where: list[_Location] = [
-            self._locate(i) for i in range(math.ceil(self._size / BLOCK_SIZE))
-        ]
+        if open_parents is None:
+            open_parents = OpenParents()
+            for parent in images[1:]:
+                open_parents.admit(parent)
+        self._parents = open_parents
+        self._where: dict[int, _Location] = {}  # block -> location, filled in on first use
 
     # ---- BlockDevice --------------------------------------------------------
 
@@ -106,14 +170,14 @@ class Chain(Closing):
             n = len(buf)
             within = offset & _MASK
             if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
-                loc = self._where[offset >> _SHIFT]
+                loc = self._where_is(offset >> _SHIFT)
                 if loc is None:
                     buf[:] = ZEROS[:n]
                     return
                 try:
-                    if os.preadv(loc[0], buffers, loc[1] + within) == n:
+                    if os.preadv(self._fd(loc[0]), buffers, loc[1] + within) == n:
                         return
-                except OSError:
+                except (OSError, StorageError):
                     pass  # the general path below reports it
         self._transfer(offset, buffers, self._read_block)
 
@@ -123,8 +187,8 @@ class Chain(Closing):
             n = len(buffers[0])
             within = offset & _MASK
             if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
-                loc = self._where[offset >> _SHIFT]
-                if loc is not None and loc[2] is self._leaf:
+                loc = self._where_is(offset >> _SHIFT)
+                if loc is not None and loc[0] is self._leaf:
                     self._leaf.write_at(loc[1] + within, buffers)
                     return
         self._transfer(offset, buffers, self._write_block)
@@ -138,7 +202,7 @@ class Chain(Closing):
             if within == 0 and nbytes == self._block_length(index):
                 self._leaf.zero_block(index)
                 self._where[index] = self._locate(index)
-            elif self._where[index] is not None:  # else it reads as zeros already
+            elif self._where_is(index) is not None:  # else it reads as zeros already
                 self._write_block(index, within, pieces, nbytes)
 
     def flush(self) -> None:
@@ -165,8 +229,8 @@ class Chain(Closing):
         while pos < end:
             index = pos >> _SHIFT
             stop = min(end, (index + 1) << _SHIFT)
-            loc = self._where[index]
-            path = None if loc is None else loc[2].path
+            loc = self._where_is(index)
+            path = None if loc is None else loc[0].path
             if runs and runs[-1][2] == path:
                 runs[-1] = (runs[-1][0], runs[-1][1] + stop - pos, path)
             else:
@@ -174,17 +238,37 @@ class Chain(Closing):
             pos = stop
         return runs
 
+    def data_blocks(self) -> Iterator[int]:
+        """Indexes of the blocks some image of the chain has data for, ascending (a
+        superset of the blocks that read as anything but zeros)."""
+        last = -1
+        for index in heapq.merge(*(image.stored_blocks(zeros=False) for image in self._images)):
+            if index != last:
+                last = index
+                yield index
+
     # ---- internals ------------------------------------------------------------
 
+    def _where_is(self, index: int) -> _Location:
+        """Where block ``index`` is read from (resolved on its first use)."""
+        try:
+            return self._where[index]
+        except KeyError:
+            loc = self._where[index] = self._locate(index)
+            return loc
+
     def _locate(self, index: int) -> _Location:
-        """Walk the chain for one block (only on open and when the leaf changes it)."""
+        """Walk the chain for one block (on its first use and when the leaf changes it)."""
         for image in self._images:
             state = image.block_state(index)
             if state is BlockState.ALLOCATED:
-                return (image.fd, image.block_offset(index), image)
+                return (image, image.block_offset(index))
             if state is BlockState.ZERO:
                 return None
         return None
+
+    def _fd(self, image: Image) -> int:
+        return image.fd if image is self._leaf else self._parents.fd(image)
 
     def _transfer(self, offset: int, buffers: Sequence[memoryview], handler: _BlockHandler) -> None:
         self._check_range(offset, sum(len(b) for b in buffers))
@@ -192,17 +276,17 @@ class Chain(Closing):
             handler(index, within, pieces, nbytes)
 
     def _read_block(self, index: int, within: int, pieces: list[memoryview], nbytes: int) -> None:
-        loc = self._where[index]
+        loc = self._where_is(index)
         if loc is None:
             for piece in pieces:
                 piece[:] = ZEROS[: len(piece)]
         else:
-            read_exact(loc[0], pieces, loc[1] + within, loc[2].path)
+            read_exact(self._fd(loc[0]), pieces, loc[1] + within, loc[0].path)
 
     def _write_block(self, index: int, within: int, pieces: list[memoryview], nbytes: int) -> None:
         leaf = self._leaf
-        loc = self._where[index]
-        if loc is not None and loc[2] is leaf:
+        loc = self._where_is(index)
+        if loc is not None and loc[0] is leaf:
             leaf.write_at(loc[1] + within, pieces)
             return
         length = self._block_length(index)
@@ -211,7 +295,7 @@ class Chain(Closing):
         else:  # copy-on-write: the block as the chain has it, then the new bytes
             view = memoryview(bytearray(BLOCK_SIZE))
             if loc is not None:
-                read_exact(loc[0], [view[:length]], loc[1], loc[2].path)
+                read_exact(self._fd(loc[0]), [view[:length]], loc[1], loc[0].path)
             pos = within
             for piece in pieces:
                 view[pos : pos + len(piece)] = piece
@@ -221,7 +305,7 @@ class Chain(Closing):
             leaf.zero_block(index)
             self._where[index] = self._locate(index)
         else:
-            self._where[index] = (leaf.fd, leaf.allocate_block(index, data), leaf)
+            self._where[index] = (leaf, leaf.allocate_block(index, data))
 
     def _block_length(self, index: int) -> int:
         """Bytes of the virtual disk in block ``index`` (less than a block at the end)."""
@@ -244,52 +328,102 @@ def open_chain(
     *,
     read_only: bool = False,
     registry: Mapping[UUID, str] | None = None,
+    scans: "FolderScans | None" = None,
 ) -> Chain:
-    """Open ``leaf_path`` and its parents (found as :func:`find_parent` says) as a Chain."""
+    """Open ``leaf_path`` and its parents (found as :func:`find_parent` says) as a Chain.
+
+    Nothing is written: a refused open leaves every file as it was.
+    """
     images: list[Image] = []
-    scans: dict[str, list[tuple[str, UUID | None]]] = {}
+    parents = OpenParents()
+    scans = FolderScans() if scans is None else scans
     try:
         image = open_image(leaf_path, read_only=read_only)
         images.append(image)
-        seen = {os.path.realpath(image.path)}
+        seen = {_file_id(image.path)}
         while image.parent_uuid is not None:
             path = find_parent(image.path, image.parent_uuid, registry, scans)
-            if os.path.realpath(path) in seen:
+            if _file_id(path) in seen:
                 raise LinkageError(f"{image.path}: the chain loops back to {path}")
             image = open_image(path, read_only=True)
             images.append(image)
-            seen.add(os.path.realpath(path))
+            seen.add(_file_id(path))
             check_link(images[-2], image)
-        return Chain(images)
+            parents.admit(image)
+        return Chain(images, parents)
     except BaseException:
         for opened in images:
             opened.close()
         raise
 
 
+def _file_id(path: str) -> tuple[int, int]:
+    """(device, inode): the same file under any name (one stat, cheaper than realpath)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise MediumError(f"{path}: cannot open: {exc.strerror}") from None
+    return st.st_dev, st.st_ino
+
+
+class FolderScans:
+    """The ``.vdi`` files of the folders searched so far, by uuidCreate and uuidLinkage,
+    so that one command reads each folder's headers once, whatever the chain's depth."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, _Folder] = {}
+
+    def lookup(self, directory: str, uuid: UUID) -> tuple[list[str], list[str]]:
+        """(the paths in ``directory`` with that uuidCreate, the problems of its .vdi
+        files that have no readable UUID)."""
+        folder = self._folder(directory)
+        return folder.by_uuid.get(uuid, []), folder.damaged
+
+    def children(self, directory: str, uuid: UUID) -> list[str]:
+        """The paths in ``directory`` whose uuidLinkage is ``uuid``."""
+        return self._folder(directory).by_parent.get(uuid, [])
+
+    def _folder(self, directory: str) -> "_Folder":
+        if directory not in self._folders:
+            folder = self._folders[directory] = _Folder({}, {}, [])
+            for path, create, linkage, problem in _scan_vdis(directory):
+                if create is None:
+                    folder.damaged.append(problem or f"{path}: not a VDI")
+                    continue
+                folder.by_uuid.setdefault(create, []).append(path)
+                if linkage is not None:
+                    folder.by_parent.setdefault(linkage, []).append(path)
+        return self._folders[directory]
+
+
+@dataclass
+class _Folder:
+    by_uuid: dict[UUID, list[str]]
+    by_parent: dict[UUID, list[str]]
+    damaged: list[str]  # the problems of .vdi files without a readable uuidCreate
+
+
 def find_parent(
     child_path: str,
     parent_uuid: UUID,
     registry: Mapping[UUID, str] | None = None,
-    scans: dict[str, list[tuple[str, UUID | None]]] | None = None,
+    scans: FolderScans | None = None,
 ) -> str:
     """The path of the image whose uuidCreate is ``parent_uuid`` (see the module doc).
 
-    ``scans`` keeps each directory's (path, uuidCreate) list between calls, so opening
-    a deep chain reads every header in a directory once, not once per level."""
+    If no file has it but a ``.vdi`` file searched has a damaged header, the parent
+    is reported as possibly that corrupt file (ImageFormatError), not as missing.
+    """
     if registry is not None and parent_uuid in registry:
         return os.path.abspath(registry[parent_uuid])
+    scans = FolderScans() if scans is None else scans
     child_path = os.path.abspath(child_path)
     here = os.path.dirname(child_path)
     dirs = [here] if os.path.dirname(here) == here else [here, os.path.dirname(here)]
+    damaged: list[str] = []
     for directory in dirs:
-        if scans is None or directory not in scans:
-            listing = _scan_vdis(directory)
-            if scans is not None:
-                scans[directory] = listing
-        else:
-            listing = scans[directory]
-        found = [path for path, uuid in listing if uuid == parent_uuid and path != child_path]
+        candidates, problems = scans.lookup(directory, parent_uuid)
+        found = [path for path in candidates if path != child_path]
         if len(found) > 1:
             raise LinkageError(
                 f"{child_path}: its parent {{{parent_uuid}}} is ambiguous: "
@@ -297,6 +431,12 @@ def find_parent(
             )
         if found:
             return found[0]
+        damaged += problems
+    if damaged:
+        raise ImageFormatError(
+            f"{child_path}: parent image {{{parent_uuid}}} not found intact; a .vdi file "
+            f"beside it is corrupt and may be it: {damaged[0]}"
+        )
     where = " or ".join(dirs)
     registered = "" if registry is None else " and the media registry does not list it"
     raise ParentNotFoundError(
@@ -305,16 +445,26 @@ def find_parent(
     )
 
 
-def _scan_vdis(directory: str) -> list[tuple[str, UUID | None]]:
-    """(path, uuidCreate or None) of each .vdi file in ``directory``, sorted by name."""
-    from emu.storage.vdi import read_uuid_create
+def _scan_vdis(directory: str) -> list[tuple[str, UUID | None, UUID | None, str | None]]:
+    """(path, uuidCreate, uuidLinkage, header problem) of each regular .vdi file in
+    ``directory``, sorted by name (see :func:`emu.storage.vdi.read_uuids`)."""
+    from emu.storage.vdi import read_uuids
 
     try:
-        names = sorted(os.listdir(directory))
+        with os.scandir(directory) as entries:
+            paths = sorted(
+                e.path for e in entries if e.name.lower().endswith(".vdi") and _is_regular(e)
+            )
     except OSError:
         return []
-    paths = [os.path.join(directory, n) for n in names if n.lower().endswith(".vdi")]
-    return [(path, read_uuid_create(path)) for path in paths]
+    return [(path, *read_uuids(path)) for path in paths]
+
+
+def _is_regular(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def check_link(child: "Image | VdiScan", parent: "Image | VdiScan") -> None:

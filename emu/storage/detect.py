@@ -8,8 +8,7 @@ mistaken for a raw disk). Anything else is raw.
 
 import os
 
-from emu.storage.errors import MediumError
-from emu.storage.image import Image
+from emu.storage.image import Image, read_head
 from emu.storage.raw import RawImage
 
 # The VDI pre-header (VDICore.h VDIPREHEADER): 64 bytes of text, then u32Signature.
@@ -31,12 +30,7 @@ def is_vdi(path: str) -> bool:
     """Whether ``path`` is to be opened as a VDI."""
     if path.lower().endswith(".vdi"):
         return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_SIGNATURE_OFFSET + 4)
-    except OSError as exc:
-        raise MediumError(f"{path}: cannot open: {exc.strerror}") from None
-    return looks_like_vdi(head)
+    return looks_like_vdi(read_head(path, _SIGNATURE_OFFSET + 4))
 
 
 def open_image(path: str, *, read_only: bool = False) -> Image:

@@ -29,3 +29,11 @@ class ReadOnlyError(StorageError):
 
 class MediumError(StorageError):
     """The host failed to read or write the backing file (EIO, ENOSPC, ...)."""
+
+
+class MachineError(StorageError):
+    """A machine operation was refused; the message says why. Nothing was changed."""
+
+
+class MachineLockedError(MachineError):
+    """Another process has the machine folder open."""

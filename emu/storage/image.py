@@ -15,7 +15,8 @@ import ctypes
 import enum
 import fcntl
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Sequence
 from typing import Protocol, Self
 from uuid import UUID
 
@@ -99,6 +100,10 @@ class Image(Protocol):
     def block_offset(self, index: int) -> int:
         """File offset of the data of an ALLOCATED block."""
 
+    def stored_blocks(self, *, zeros: bool = True) -> Iterable[int]:
+        """Indexes of the blocks stored here (ALLOCATED, and ZERO unless ``zeros`` is
+        False), ascending, without visiting long empty stretches one by one."""
+
     def read_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
         """Fill ``buffers`` from the file starting at file offset ``offset``."""
 
@@ -131,12 +136,59 @@ def lock_file(fd: int, path: str, *, exclusive: bool) -> None:
         raise ImageLockedError(f"{path}: image {holder} (locked)") from None
 
 
-def open_locked(path: str, *, read_only: bool, exclusive: bool) -> int:
-    """Open an existing image file and lock it; errors become storage errors."""
+def open_regular(path: str, *, read_only: bool = True) -> int:
+    """Open an existing regular file without blocking; refuse anything else.
+
+    A stat first names what the path is; O_NONBLOCK then makes an open that races
+    with a rename to a FIFO or a device return at once (a plain open of a FIFO waits
+    for a writer forever), and fstat checks what was opened.
+    """
+    flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+        _check_regular(path, os.stat(path).st_mode)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise MediumError(f"{path}: cannot open: {exc.strerror}") from None
+    except ValueError:  # a NUL byte in the path
+        raise MediumError(f"{path!r}: cannot open: the path contains a NUL byte") from None
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_regular(path: str, mode: int) -> None:
+    kind = stat.S_IFMT(mode)
+    if kind != stat.S_IFREG:
+        what = _FILE_KINDS.get(kind, "special file")
+        raise MediumError(f"{path}: is a {what}, not an image file")
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def read_head(path: str, length: int) -> bytes:
+    """The first ``length`` bytes of a regular file (no lock; see :func:`open_regular`)."""
+    fd = open_regular(path)
+    try:
+        return os.pread(fd, length, 0)
+    except OSError as exc:
+        raise MediumError(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def open_locked(path: str, *, read_only: bool, exclusive: bool) -> int:
+    """Open an existing regular image file and lock it; errors become storage errors."""
+    fd = open_regular(path, read_only=read_only)
     try:
         lock_file(fd, path, exclusive=exclusive)
     except BaseException:
@@ -204,7 +256,15 @@ def is_zero(data: memoryview) -> bool:
     return ZEROS.obj.startswith(data)
 
 
-def check_size(size: int) -> None:
-    """Refuse a virtual size that is not a positive multiple of the sector size."""
+MAX_DISK_SIZE = (1 << 48) * SECTOR_SIZE  # 128 PiB: what 48-bit LBAs address
+
+
+def check_size(size: int, limit: int = MAX_DISK_SIZE, what: str = "a disk") -> None:
+    """Refuse a virtual size that is not a positive multiple of the sector size, or above
+    ``limit`` (the most ``what`` may have)."""
     if size <= 0 or size % SECTOR_SIZE:
         raise StorageError(f"size {size} is not a positive multiple of {SECTOR_SIZE} bytes")
+    if size > limit:
+        raise StorageError(
+            f"size {size} is larger than {what} may be ({limit >> 40} TiB at most)"
+        )

@@ -11,16 +11,19 @@ that rename is the commit point of every machine operation.
 import contextlib
 import json
 import os
+import stat
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from emu.storage.errors import StorageError
 from emu.storage.media import MediumType
+from emu.storage.ownership import MACHINE_FILE, diff_path
 
-MACHINE_FILE = "machine.json"
 SCHEMA = "ahci-emu machine"
 VERSION = 1
+MAX_SIZE = 16 << 20  # a machine file this large was not written by ahci-emu
+PORTS = 32  # AHCI allows 32 ports per HBA
 
 
 class MachineFileError(StorageError):
@@ -99,16 +102,13 @@ class MachineConfig:
     leaves: dict[int, uuid.UUID] = field(default_factory=dict)
     snapshots: dict[uuid.UUID, Snapshot] = field(default_factory=dict)
     pending: PendingDelete | None = None
+    # Diffs this machine made that no state names (dropped by the last change, or
+    # being created by an unfinished one): their files are the machine's to delete.
+    discard: list[uuid.UUID] = field(default_factory=list)
 
     def children(self, medium: uuid.UUID) -> list[uuid.UUID]:
         """The registered diffs whose parent is ``medium``."""
         return [u for u, rec in self.media.items() if rec.parent == medium]
-
-    def base_of(self, medium: uuid.UUID) -> uuid.UUID:
-        """Walk parent links up to the base medium."""
-        while (parent := self.media[medium].parent) is not None:
-            medium = parent
-        return medium
 
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object."""
@@ -161,6 +161,7 @@ class MachineConfig:
                     for m in self.pending.merges
                 ],
             },
+            "discard": [str(u) for u in self.discard],
         }
 
     @classmethod
@@ -176,8 +177,10 @@ class MachineConfig:
             )
         try:
             config = cls._parse(obj)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MachineFileError(f"{where}: malformed machine file ({exc!r})") from None
+        except KeyError as exc:
+            raise MachineFileError(f"{where}: malformed machine file (no {exc})") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise MachineFileError(f"{where}: malformed machine file ({exc})") from None
         problem = config.inconsistency()
         if problem:
             raise MachineFileError(f"{where}: inconsistent machine file: {problem}")
@@ -186,78 +189,99 @@ class MachineConfig:
     @classmethod
     def _parse(cls, obj: dict[str, Any]) -> "MachineConfig":
         media = {
-            uuid.UUID(u): MediumRecord(
-                str(r["path"]), str(r["format"]), MediumType(r["type"]), _uuid_or_none(r["parent"])
+            _uuid(u): MediumRecord(
+                _path(r["path"]),
+                _str(r["format"]),
+                MediumType(_str(r["type"])),
+                _uuid_or_none(r["parent"]),
             )
-            for u, r in obj["media"].items()
+            for u, r in _dict(obj["media"]).items()
         }
-        attachments = {int(p): _attachment(a) for p, a in obj["attachments"].items()}
-        current = obj["current"]
+        attachments = {_port(p): _attachment(a) for p, a in _dict(obj["attachments"]).items()}
+        current = _dict(obj["current"])
         snapshots = {}
-        for s in obj["snapshots"]:
+        for s in _list(obj["snapshots"]):
             snap = Snapshot(
-                uuid.UUID(s["uuid"]),
-                str(s["name"]),
-                str(s["description"]),
-                str(s["time"]),
+                _uuid(s["uuid"]),
+                _str(s["name"]),
+                _str(s["description"]),
+                _str(s["time"]),
                 _uuid_or_none(s["parent"]),
                 {
-                    int(p): SnapshotAttachment(**vars(_attachment(a)), image=uuid.UUID(a["image"]))
-                    for p, a in s["attachments"].items()
+                    _port(p): SnapshotAttachment(**vars(_attachment(a)), image=_uuid(a["image"]))
+                    for p, a in _dict(s["attachments"]).items()
                 },
             )
+            if snap.uuid in snapshots:
+                raise ValueError(f"two snapshots have the UUID {snap.uuid}")
             snapshots[snap.uuid] = snap
         pending = obj.get("pending")
         return cls(
-            uuid=uuid.UUID(obj["uuid"]),
-            name=str(obj["name"]),
+            uuid=_uuid(obj["uuid"]),
+            name=_str(obj["name"]),
             media=media,
             attachments=attachments,
             current_snapshot=_uuid_or_none(current["snapshot"]),
-            leaves={int(p): uuid.UUID(u) for p, u in current["leaves"].items()},
+            leaves={_port(p): _uuid(u) for p, u in _dict(current["leaves"]).items()},
             snapshots=snapshots,
             pending=None
             if pending is None
             else PendingDelete(
-                uuid.UUID(pending["delete_snapshot"]),
+                _uuid(_dict(pending)["delete_snapshot"]),
                 [
                     Merge(
-                        int(m["port"]),
-                        str(m["direction"]),
-                        uuid.UUID(m["source"]),
-                        uuid.UUID(m["target"]),
+                        _port(m["port"]),
+                        _str(m["direction"]),
+                        _uuid(m["source"]),
+                        _uuid(m["target"]),
                     )
-                    for m in pending["merges"]
+                    for m in _list(pending["merges"])
                 ],
             ),
+            discard=[_uuid(u) for u in _list(obj.get("discard", []))],
         )
 
     def inconsistency(self) -> str | None:
-        """The first broken cross-reference, or None when the configuration is sound."""
+        """The first broken cross-reference, or None when the configuration is sound.
+
+        Linear in the size of the configuration, however long its chains are.
+        """
         for u, rec in self.media.items():
             if rec.format not in ("raw", "vdi") or (rec.parent and rec.format != "vdi"):
                 return f"medium {u} has a bad format {rec.format!r}"
-            seen = {u}
-            while rec.parent is not None:
-                if rec.parent not in self.media:
-                    return f"medium {u} has an unregistered ancestor {rec.parent}"
-                if rec.parent in seen:
-                    return f"medium {u} is its own ancestor"
-                seen.add(rec.parent)
-                rec = self.media[rec.parent]
+            if rec.parent is not None and rec.path != diff_path(u):
+                return (
+                    f"differencing image {u} is at {rec.path!r}; a machine keeps its "
+                    f"diffs at {diff_path(u)!r} only"
+                )
+        broken = _broken_link({u: r.parent for u, r in self.media.items()})
+        if broken is not None:
+            u, missing = broken
+            if missing is None:
+                return f"medium {u} is its own ancestor"
+            return f"medium {u} has an unregistered ancestor {missing}"
         if set(self.attachments) != set(self.leaves):
             return "attachments and current leaves name different ports"
+        bases = self._bases()
         for port, att in self.attachments.items():
-            problem = self._attachment_problem(f"port {port}", att, self.leaves[port])
+            problem = _attachment_problem(f"port {port}", att, self.leaves[port], self, bases)
             if problem:
                 return problem
+        broken = _broken_link({u: s.parent for u, s in self.snapshots.items()})
+        if broken is not None:
+            u, missing = broken
+            name = self.snapshots[u].name
+            if missing is None:
+                return f"snapshot {name!r} is its own ancestor"
+            return f"snapshot {name!r} has an unknown parent {missing}"
+        names: set[str] = set()
         for snap in self.snapshots.values():
-            if snap.parent is not None and snap.parent not in self.snapshots:
-                return f"snapshot {snap.name!r} has an unknown parent {snap.parent}"
+            if snap.name in names:
+                return f"two snapshots are named {snap.name!r}"
+            names.add(snap.name)
             for port, att in snap.attachments.items():
-                problem = self._attachment_problem(
-                    f"snapshot {snap.name!r} port {port}", att, att.image
-                )
+                what = f"snapshot {snap.name!r} port {port}"
+                problem = _attachment_problem(what, att, att.image, self, bases)
                 if problem:
                     return problem
         if self.current_snapshot is not None and self.current_snapshot not in self.snapshots:
@@ -270,44 +294,121 @@ class MachineConfig:
                     self.media
                 ):
                     return f"the pending deletion has a bad merge {m}"
+        for u in self.discard:
+            if u in self.media:
+                return f"medium {u} is both registered and to be discarded"
         return None
 
-    def _attachment_problem(self, what: str, att: Attachment, image: uuid.UUID) -> str | None:
-        if att.medium not in self.media or image not in self.media:
-            return f"{what} names an unregistered medium"
-        if self.media[att.medium].type is not att.type:
-            return f"{what} is {att.type} but its medium is {self.media[att.medium].type}"
-        if self.base_of(image) != att.medium:
-            return f"{what}: image {image} is not derived from medium {att.medium}"
-        return None
+    def _bases(self) -> dict[uuid.UUID, uuid.UUID]:
+        """Each medium's base, every link followed once (the links are known sound)."""
+        bases: dict[uuid.UUID, uuid.UUID] = {}
+        for start in self.media:
+            walked = []
+            node: uuid.UUID | None = start
+            while node is not None and node not in bases:
+                walked.append(node)
+                parent = self.media[node].parent
+                if parent is None:
+                    bases[node] = node
+                node = parent
+            base = bases[walked[-1] if node is None else node]
+            for u in walked:
+                bases[u] = base
+        return bases
+
+
+def _attachment_problem(
+    what: str,
+    att: Attachment,
+    image: uuid.UUID,
+    config: MachineConfig,
+    bases: dict[uuid.UUID, uuid.UUID],
+) -> str | None:
+    if att.medium not in config.media or image not in config.media:
+        return f"{what} names an unregistered medium"
+    if config.media[att.medium].type is not att.type:
+        return f"{what} is {att.type} but its medium is {config.media[att.medium].type}"
+    if bases[image] != att.medium:
+        return f"{what}: image {image} is not derived from medium {att.medium}"
+    return None
+
+
+def _broken_link(
+    parents: dict[uuid.UUID, uuid.UUID | None],
+) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """The first node whose parent links leave ``parents`` (with the missing parent) or
+    loop (with None); each link is followed once."""
+    sound: set[uuid.UUID] = set()
+    for start in parents:
+        walked: dict[uuid.UUID, None] = {}
+        node: uuid.UUID | None = start
+        while node is not None and node not in sound:
+            if node in walked:
+                return node, None
+            walked[node] = None
+            parent = parents[node]
+            if parent is not None and parent not in parents:
+                return node, parent
+            node = parent
+        sound.update(walked)
+    return None
 
 
 def read(folder: str) -> MachineConfig:
-    """Load and validate a folder's machine file."""
+    """Load and validate a folder's machine file; any damage is a MachineFileError."""
+    return read_with_bytes(folder)[0]
+
+
+def read_with_bytes(folder: str) -> tuple[MachineConfig, bytes]:
+    """:func:`read`, with the file's bytes (to put back if a change fails part way)."""
     path = os.path.join(folder, MACHINE_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
+        # O_NONBLOCK: a FIFO put in its place must not hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise MachineFileError(f"{path}: not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_SIZE + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise MachineFileError(f"{folder}: not a machine folder (no {MACHINE_FILE})") from None
     except OSError as exc:
         raise MachineFileError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    if len(data) > MAX_SIZE:
+        raise MachineFileError(f"{path}: larger than {MAX_SIZE >> 20} MiB; not a machine file")
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise MachineFileError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError, huge integers
         raise MachineFileError(f"{path}: not valid JSON ({exc})") from None
-    return MachineConfig.from_json(obj, path)
+    return MachineConfig.from_json(obj, path), data
 
 
-def write(folder: str, config: MachineConfig) -> None:
+def write(folder: str, config: MachineConfig) -> bytes:
     """Replace the folder's machine file atomically (the commit point).
 
-    Raises only before the rename, so on an error the old file is in place.
-    The caller then fsyncs the folder (:func:`fsync_dir`) to make the rename durable.
+    Refuses a configuration that :func:`read` would refuse. Raises only before
+    the rename, so on an error the old file is in place. The caller then fsyncs
+    the folder (:func:`fsync_dir`) to make the rename durable. Returns the bytes written.
     """
     path = os.path.join(folder, MACHINE_FILE)
-    tmp = path + ".tmp"
+    problem = config.inconsistency()
+    if problem:
+        raise MachineFileError(f"{path}: not written, it would be inconsistent: {problem}")
     data = (json.dumps(config.to_json(), indent=2) + "\n").encode()
+    write_bytes(folder, data)
+    return data
+
+
+def write_bytes(folder: str, data: bytes) -> None:
+    """Replace the folder's machine file atomically with ``data`` (as :func:`write`)."""
+    path = os.path.join(folder, MACHINE_FILE)
+    tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -336,15 +437,68 @@ def _opt(u: uuid.UUID | None) -> str | None:
     return None if u is None else str(u)
 
 
-def _uuid_or_none(s: Any) -> uuid.UUID | None:
-    return None if s is None else uuid.UUID(s)
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (which value would win is a guess)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        obj[key] = value
+    return obj
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, found {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, found {type(value).__name__}")
+    return value
+
+
+def _str(value: Any) -> str:
+    """A string the host can encode (as a file name is: UTF-8, undecodable bytes escaped)."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, found {type(value).__name__}")
+    value.encode("utf-8", "surrogateescape")  # a lone surrogate raises UnicodeEncodeError
+    return value
+
+
+def _path(value: Any) -> str:
+    """A medium path: a non-empty string without NUL (no file name can hold one)."""
+    path = _str(value)
+    if not path or "\0" in path:
+        raise ValueError(f"bad medium path {path!r}")
+    return path
+
+
+def _port(value: Any) -> int:
+    """A port number, as a JSON key (a string of digits) or an integer, 0..PORTS-1."""
+    port = value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 2:
+        port = int(value)
+    if type(port) is not int or not 0 <= port < PORTS:
+        raise ValueError(f"bad port {value!r} (ports are 0..{PORTS - 1})")
+    return port
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return uuid.UUID(_str(value))
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    return None if value is None else _uuid(value)
 
 
 def _attachment_json(a: Attachment) -> dict[str, Any]:
     return {"medium": str(a.medium), "type": str(a.type), "autoreset": a.autoreset}
 
 
-def _attachment(a: dict[str, Any]) -> Attachment:
+def _attachment(a: Any) -> Attachment:
+    a = _dict(a)
     if not isinstance(a["autoreset"], bool):
         raise TypeError("autoreset must be true or false")
-    return Attachment(uuid.UUID(a["medium"]), MediumType(a["type"]), a["autoreset"])
+    return Attachment(_uuid(a["medium"]), MediumType(_str(a["type"])), a["autoreset"])

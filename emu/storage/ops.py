@@ -10,11 +10,11 @@ Both merges can be repeated after a crash and end in the same state.
 """
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
-from emu.storage.chain import check_link, find_parent, open_chain
+from emu.storage.chain import FolderScans, check_link, find_parent, open_chain
 from emu.storage.detect import is_vdi
 from emu.storage.errors import (
     ImageFormatError,
@@ -36,7 +36,7 @@ class CheckResult:
 
     corruptions: data could be read wrongly (bad header, map entries past the end
     of the file or shared, broken linkage). leaks: space or counts an interrupted
-    write left behind; harmless, ``compact`` (or the next flush, for counts)
+    write left behind; harmless, ``compact`` (or the next change, for counts)
     repairs them. errors: the check could not be completed (a parent not found).
     warnings: worth knowing, not wrong (a parent modified after its diff was made).
     """
@@ -71,6 +71,7 @@ class ImageInfo:
     uuid_modify: UUID | None = None
     uuid_linkage: UUID | None = None
     uuid_parent_modify: UUID | None = None
+    corrupt: bool = False  # the block map has problems: ``check`` tells which
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready: UUIDs as strings, absent ones as None."""
@@ -110,6 +111,42 @@ def relink(diff_path: str, parent_path: str) -> None:
             )
         diff.track_modify = False
         diff.set_parent(parent.uuid_create, parent.uuid_modify)
+
+
+def children(path: str) -> list[str]:
+    """The differencing images made of ``path``, looked for where they would look for it:
+    in its folder and in the folders just below it (a ``Snapshots/``)."""
+    with _open_vdi(path, read_only=True) as image:
+        uuid, me = image.uuid_create, os.fstat(image.fd)
+    folder = os.path.dirname(image.path)
+    try:
+        with os.scandir(folder) as entries:
+            below = sorted(e.path for e in entries if e.is_dir())
+    except OSError:
+        below = []
+    scans = FolderScans()
+    found = [p for d in [folder, *below] for p in scans.children(d, uuid)]
+    return [p for p in found if not os.path.samestat(os.stat(p), me)]
+
+
+def machine_registry(path: str) -> dict[UUID, str] | None:
+    """The media registry of the machine folder an image lives in, if it does.
+
+    A machine's diffs are in ``FOLDER/Snapshots/``, its base may be anywhere (README:
+    beside the folder); the registry in ``FOLDER/machine.json`` (read, never written)
+    says where. None for an image outside a machine folder.
+    """
+    from emu.storage import machine_file
+
+    here = os.path.dirname(os.path.abspath(path))
+    for folder in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(folder, machine_file.MACHINE_FILE)):
+            config = machine_file.read(folder)
+            return {
+                uuid: os.path.normpath(os.path.join(folder, record.path))
+                for uuid, record in config.media.items()
+            }
+    return None
 
 
 # ---- merging --------------------------------------------------------------------
@@ -161,7 +198,7 @@ def merge_into_child(parent_path: str, child_path: str, *, progress: Progress | 
             return child.path  # merged already: the child links to the grandparent
         check_link(child, parent)
         child.track_modify = False
-        for index in _blocks(child, progress):
+        for index in _blocks(parent, progress):
             if child.block_state(index) is BlockState.ABSENT:
                 state = parent.block_state(index)
                 if state is BlockState.ALLOCATED:
@@ -196,16 +233,12 @@ def convert(
         try:
             with open_chain(dst_path) as target:
                 buf = memoryview(bytearray(BLOCK_SIZE))
-                total = -(-source.size // BLOCK_SIZE)
-                for index in range(total):
+                for index in _progressing(source.data_blocks(), source.size, progress):
                     start = index * BLOCK_SIZE
                     piece = buf[: min(BLOCK_SIZE, source.size - start)]
-                    if source.sources(start, len(piece))[0][2] is not None:
-                        source.readv(start, [piece])
-                        if not is_zero(piece):
-                            target.writev(start, [piece])
-                    if progress:
-                        progress(index + 1, total)
+                    source.readv(start, [piece])
+                    if not is_zero(piece):
+                        target.writev(start, [piece])
         except BaseException:
             os.unlink(dst_path)
             raise
@@ -291,6 +324,7 @@ def describe(path: str, *, registry: Mapping[UUID, str] | None = None) -> list[I
                     info.uuid_modify,
                     info.uuid_linkage if info.parent_uuid else None,
                     info.uuid_parent_modify if info.parent_uuid else None,
+                    corrupt=bool(info.corruptions),
                 )
             )
     return infos
@@ -306,6 +340,7 @@ class _Walk:
     def __init__(self, path: str, registry: Mapping[UUID, str] | None) -> None:
         self._path = os.path.abspath(path)
         self._registry = registry
+        self._scans = FolderScans()
         self.warnings: list[str] = []
 
     def __iter__(self) -> Iterator[tuple[str, VdiScan | None]]:
@@ -332,7 +367,7 @@ class _Walk:
             if info is None or info.parent_uuid is None:
                 return
             seen.append(os.path.realpath(path))
-            path = find_parent(path, info.parent_uuid, self._registry)
+            path = find_parent(path, info.parent_uuid, self._registry, self._scans)
             if os.path.realpath(path) in seen:
                 raise LinkageError(f"{info.path}: the chain loops back to {path}")
             child = info
@@ -348,12 +383,21 @@ def _open_vdi(path: str, *, read_only: bool = False, exclusive: bool | None = No
 
 
 def _blocks(image: VdiImage, progress: Progress | None) -> Iterator[int]:
-    """Block indexes of an image, reporting progress after each."""
-    total = -(-image.size // BLOCK_SIZE)
-    for index in range(total):
+    """Indexes of the blocks ``image`` has an entry for (data or ZERO), with progress."""
+    return _progressing(image.stored_blocks(), image.size, progress)
+
+
+def _progressing(indexes: Iterable[int], size: int, progress: Progress | None) -> Iterator[int]:
+    """``indexes`` (ascending block indexes of a disk of ``size`` bytes), reporting progress
+    in blocks of the disk after each and at the end; empty stretches cost nothing."""
+    total, done = -(-size // BLOCK_SIZE), 0
+    for index in indexes:
         yield index
+        done = index + 1
         if progress:
-            progress(index + 1, total)
+            progress(done, total)
+    if progress and done != total:
+        progress(total, total)
 
 
 def _read_block(image: VdiImage, index: int) -> memoryview:

@@ -93,6 +93,9 @@ class RawImage:
     def block_offset(self, index: int) -> int:
         return index * BLOCK_SIZE
 
+    def stored_blocks(self, *, zeros: bool = True) -> range:
+        return range(-(-self._size // BLOCK_SIZE))
+
     def read_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
         read_exact(self._fd, buffers, offset, self.path)
 

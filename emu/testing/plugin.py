@@ -23,6 +23,12 @@ Marker ``@pytest.mark.ahci_oracle``: run the test twice, on ahci-emu and on QEMU
 q35 (``ahci_backend``); QEMU boots raw copies of the disks. Without QEMU the
 QEMU half is skipped, or fails when ``CI=true``.
 
+Marker ``@pytest.mark.ahci_sanitize`` (or ``ahci_sanitize("strict")``), on a test
+or a whole module (``pytestmark = pytest.mark.ahci_sanitize``): every ahci-emu
+run of the test checks the guest's driver (``--sanitize``); ``run.violations``
+lists what it broke, and under ``"strict"`` the first violation ends the run
+with exit code 125. QEMU runs are not sanitized.
+
 Options: ``--ahci-runner=inprocess|subprocess`` (ini ``ahci_runner``; default
 inprocess: the board runs in the test process, a boot costs milliseconds; a
 subprocess costs ~0.1 s more per boot but survives anything) and
@@ -45,6 +51,7 @@ from emu.testing.results import GuestRun
 from emu.testing.rig import DEFAULT_TIMEOUT, QEMU, RUNNERS, Rig, qemu_path
 
 MARKER = "ahci_oracle"
+SANITIZE_MARKER = "ahci_sanitize"
 _RUNS = pytest.StashKey[list[GuestRun]]()
 _CURRENT = pytest.StashKey[GuestRun]()
 _MAX_SHOWN = 4  # transcripts attached to one failure report
@@ -76,6 +83,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}: run the test on ahci-emu and on the QEMU q35 oracle (the ahci_backend "
         "fixture is parametrized; QEMU boots raw copies of the disks)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{SANITIZE_MARKER}(mode=True): run every ahci-emu boot of the test under --sanitize "
+        '(mode "strict": --sanitize=strict)',
     )
 
 
@@ -132,6 +144,7 @@ def ahci(request: pytest.FixtureRequest, tmp_path, ahci_backend: str) -> Rig:
         runner=_option(config, "ahci_runner", str, "inprocess"),
         timeout=_option(config, "ahci_timeout", float, DEFAULT_TIMEOUT),
         on_run=_reporter(request),
+        sanitize=_sanitize_mode(request.node) if ahci_backend == "emu" else False,
     )
     request.node.stash[_RUNS] = rig.runs
     return rig
@@ -159,6 +172,16 @@ def ahci_chain(ahci: Rig):
 def ahci_boot(ahci: Rig):
     """``ahci.run``: ``ahci_boot("gen", disk, ops=[...])`` boots a guest."""
     return ahci.run
+
+
+def _sanitize_mode(node: pytest.Item) -> bool | str:
+    marker = node.get_closest_marker(SANITIZE_MARKER)
+    if marker is None:
+        return False
+    mode = marker.args[0] if marker.args else marker.kwargs.get("mode", True)
+    if mode not in (True, "strict"):
+        raise pytest.UsageError(f"{SANITIZE_MARKER} takes True or 'strict', not {mode!r}")
+    return mode
 
 
 def _option(config: pytest.Config, name: str, kind: type, default):

@@ -164,6 +164,11 @@ class GuestRun:
         """The trace's ``fault`` events: each injected fault that fired, and where."""
         return [e for e in self.trace if e.get("event") == "fault"]
 
+    @property
+    def violations(self) -> list[dict[str, Any]]:
+        """The trace's ``violation`` events: each AHCI rule the guest broke (``sanitize``)."""
+        return [e for e in self.trace if e.get("event") == "violation"]
+
     def sources(self, port: int = 0) -> list[tuple[int, int, str | None]]:
         """Every ``[offset, length, image]`` the trace says served a read on ``port``."""
         return [

@@ -69,6 +69,8 @@ class Rig:
     "qemu"); ``runner`` how ahci-emu runs ("inprocess" or "subprocess");
     ``timeout`` each boot's budget in seconds. ``on_run`` is called with every
     :class:`GuestRun` (the pytest plugin reports its checks from there).
+    ``sanitize`` (False, True or ``"strict"``) is every run's ``--sanitize``
+    unless a run says otherwise.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Rig:
         runner: str = "inprocess",
         timeout: float = DEFAULT_TIMEOUT,
         on_run: Callable[[GuestRun], None] | None = None,
+        sanitize: bool | str = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -90,6 +93,7 @@ class Rig:
         self.runner = runner
         self.timeout = timeout
         self.on_run = on_run
+        self.sanitize = sanitize
         self.runs: list[GuestRun] = []
 
     # ---- disks ------------------------------------------------------------------
@@ -173,6 +177,7 @@ class Rig:
         faults: Sequence[str] = (),
         fault_seed: int | None = None,
         write_cache: bool | None = None,
+        sanitize: bool | str | None = None,
     ) -> GuestRun:
         """Boot ``guest`` (a built-in name like ``"gen"``, or an ELF path) with ``disks``
         on ports 0, 1, ... as ``ahci-emu run GUEST --disk ...`` does.
@@ -187,7 +192,9 @@ class Rig:
         ``faults`` are fault specs (``["media-error:lba=100-107"]``, as ``--fault``),
         ``fault_seed`` their ``--fault-seed``, ``write_cache`` the disks' write cache
         at power-on (``--write-cache``); the faults that fired are
-        :attr:`GuestRun.faults_fired`."""
+        :attr:`GuestRun.faults_fired`. ``sanitize`` (True or ``"strict"``; default:
+        the rig's :attr:`sanitize`) checks the guest's driver (``--sanitize``); what it
+        broke is :attr:`GuestRun.violations`."""
         paths = [self.path(d) for d in disks]
         return self._boot(
             ["run"],
@@ -206,6 +213,7 @@ class Rig:
                 tuple(faults),
                 fault_seed,
                 write_cache,
+                self.sanitize if sanitize is None else sanitize,
             ),
         )
 
@@ -256,7 +264,7 @@ class Rig:
         name = Path(guest_file).stem
         rundir = self._rundir(name)
         if backend == "qemu":
-            if opt.emu_arguments():
+            if opt.faults or opt.write_cache is not None:
                 raise ValueError("faults and the write cache setting are ahci-emu's only")
             run = _run_qemu(guest_file, append, disks, vm, rundir, timeout)
         else:
@@ -391,6 +399,7 @@ class Vm:
         faults: Sequence[str] = (),
         fault_seed: int | None = None,
         write_cache: bool | None = None,
+        sanitize: bool | str | None = None,
     ) -> GuestRun:
         """Start the machine and boot ``guest`` on its disks (``ahci-emu vm run DIR``);
         the options are :meth:`Rig.run`'s."""
@@ -411,6 +420,7 @@ class Vm:
                 tuple(faults),
                 fault_seed,
                 write_cache,
+                self.rig.sanitize if sanitize is None else sanitize,
             ),
         )
 
@@ -429,10 +439,15 @@ class _Options:
     faults: tuple[str, ...] = ()
     fault_seed: int | None = None
     write_cache: bool | None = None
+    sanitize: bool | str = False
 
     def emu_arguments(self) -> list[str]:
-        """The ``ahci-emu`` options for faults and the write cache."""
+        """The ``ahci-emu`` options for faults, the write cache and the sanitizer."""
         args = [f"--fault={spec}" for spec in self.faults]
+        if self.sanitize:
+            if self.sanitize not in (True, "strict"):
+                raise ValueError(f"sanitize is True or 'strict', not {self.sanitize!r}")
+            args.append("--sanitize=strict" if self.sanitize == "strict" else "--sanitize")
         if self.faults:
             args.append("--verbose")
         if self.fault_seed is not None:
@@ -443,8 +458,8 @@ class _Options:
 
     @property
     def traced(self) -> bool:
-        """Faults are reported through the trace, so a run with faults is traced."""
-        return self.trace or bool(self.faults)
+        """Faults and violations are reported through the trace: such runs are traced."""
+        return self.trace or bool(self.faults) or bool(self.sanitize)
 
 
 # ---- running ahci-emu -----------------------------------------------------------------
@@ -500,7 +515,7 @@ def qemu_command(
     disks: Sequence[tuple[int, PathLike]],
     binary: str | None = None,
 ) -> list[str]:
-    """QEMU q35 with the machine contract of DESIGN.md; ``disks`` as (port, raw file).
+    """QEMU q35 with the machine contract of docs/machine.md; ``disks`` as (port, raw file).
     TRIM reaches the files (``discard=unmap``) as it reaches our images. The one place
     that spells the reference machine out (the oracle and the benchmarks use it too)."""
     cmd = [

@@ -1,64 +1,27 @@
 /*
- * bench: a polling disk benchmark for ahci-emu and QEMU q35 alike.
+ * bench: a polling disk benchmark for ahci-emu and QEMU q35 alike, with the
+ * least guest work per command of the bench guests.
  *
- * The workload comes from the command line (-append / --append), key=value:
- *   op=read       READ DMA EXT, one command at a time (queue depth 1)  [default]
- *   op=write      WRITE DMA EXT, each followed by FLUSH CACHE EXT
- *                 (flush=N: one flush after every N writes, flush=0: none)
- *   op=ncq        READ FPDMA QUEUED, `qd` commands in flight per batch
- *   op=ncqwrite   WRITE FPDMA QUEUED, the same way
- *   bs=BYTES      bytes per command, a multiple of 512, at most 1 MiB (default 4096)
- *   qd=N          NCQ queue depth, 1..32 (default 32; op=read/write: 1)
- *   count=N       commands to run (default 1000; 0 just boots and sets up)
- *   lba=N         first sector of the region (default 0)
- *   sectors=N     sectors in the region (default: up to the end of the disk)
- *   pattern=rand  block-aligned random offsets in the region (xorshift32) [default]
- *   pattern=seq   consecutive blocks from the start of the region, wrapping
- *   seed=N        PRNG seed (default 1; 0 is taken as 1)
- *   port=N        AHCI port of the disk (default 0)
+ * The workload comes from the command line (-append / --append); the keys,
+ * the summary line and the exit codes are those of every bench guest
+ * (lib/workload.h). bs is at most 1 MiB.
  *
  * No interrupts: every command is polled. Commands are built once per slot
  * through the library (ahci_cmd_build) and then only the LBA and PRDBC are
  * changed before each issue, so the guest's own work per command is small
  * and the same on every machine. Per command the guest does one PxCI write
  * and, when the command is already done, one PxCI and one PxIS read.
- *
- * Output, one line (plus one line per failed command, at most 10):
- *   bench op=read bs=4096 qd=1 pattern=rand count=1000 done=1000 errors=0
- * Exit 0 when every command succeeded, 1 if any failed, 2 for bad arguments
- * or no usable disk.
+ * Failed commands are reported one line each, at most 10.
  */
 #include "ahci.h"
 #include "guest.h"
+#include "workload.h"
 
 #define MAX_BS (1u << 20)
 #define MAX_ERRORS 10
 #define FLUSH_SLOT 31 /* op=write: the FLUSH CACHE EXT lives here (writes use slot 0) */
 
-enum op { OP_READ, OP_WRITE, OP_NCQ_READ, OP_NCQ_WRITE };
-
-static const char *const op_names[] = {"read", "write", "ncq", "ncqwrite"};
-
-static uint16_t id[256];
 static struct ahci_port *port;
-static uint32_t rng_state;
-
-static uint32_t xorshift32(void)
-{
-    uint32_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return rng_state = x;
-}
-
-static int parse_op(const char *name)
-{
-    for (unsigned i = 0; i < sizeof(op_names) / sizeof(op_names[0]); i++)
-        if (strcmp(name, op_names[i]) == 0)
-            return (int)i;
-    return -1;
-}
 
 /* LBA fields of a Register H2D FIS (48-bit layout). */
 static inline void set_lba(volatile uint8_t *cfis, uint64_t lba)
@@ -113,101 +76,51 @@ int main(uint32_t magic, const struct multiboot_info *info)
 {
     (void)magic;
     (void)info;
-    int op = parse_op(arg_get("op", "read"));
-    long bs = arg_int("bs", 4096);
-    int queued = op == OP_NCQ_READ || op == OP_NCQ_WRITE;
-    long qd = queued ? arg_int("qd", 32) : 1;
-    long count = arg_int("count", 1000);
-    uint64_t first = arg_u64("lba", 0);
-    const char *pattern = arg_get("pattern", "rand");
-    int random = strcmp(pattern, "rand") == 0;
-    long flush_every = op == OP_WRITE ? arg_int("flush", 1) : 0;
-    long port_num = arg_int("port", 0);
-    rng_state = (uint32_t)arg_u64("seed", 1);
-    if (!rng_state)
-        rng_state = 1;
-
-    if (op < 0 || bs < 512 || bs % 512 || bs > (long)MAX_BS || qd < 1 || qd > 32 || count < 0 ||
-        flush_every < 0 || port_num < 0 || port_num >= AHCI_MAX_PORTS ||
-        (!random && strcmp(pattern, "seq") != 0)) {
-        printf("bench: bad arguments: %s\n", mb_cmdline_args());
+    struct workload w;
+    if (workload_parse(&w, MAX_BS) != 0)
         return 2;
-    }
-    int rc = ahci_init();
-    if (rc != AHCI_OK) {
-        printf("bench: no AHCI controller: %s\n", ahci_strerror(rc));
+    port = workload_open(&w);
+    if (!port)
         return 2;
-    }
-    uint32_t ready = ahci_start_ports(); /* stops and resets what firmware left running */
-    port = ahci_port((unsigned)port_num);
-    if (!port || !(ready & (1u << port_num))) {
-        printf("bench: no disk on port %ld\n", port_num);
-        return 2;
-    }
-    rc = ahci_identify(port, id);
-    if (rc != AHCI_OK) {
-        printf("bench: IDENTIFY failed: %s\n", ahci_strerror(rc));
-        return 2;
-    }
-    uint64_t capacity = ata_id_sectors(id);
-    uint32_t spb = (uint32_t)bs / 512u; /* sectors per command */
-    uint64_t sectors = arg_u64("sectors", first < capacity ? capacity - first : 0);
-    if (first >= capacity || sectors > capacity - first || sectors < spb) {
-        printf("bench: region lba=%llu sectors=%llu outside the disk (%llu sectors)\n",
-               (unsigned long long)first, (unsigned long long)sectors,
-               (unsigned long long)capacity);
-        return 2;
-    }
-    uint64_t blocks64 = sectors / spb;
-    uint32_t blocks = blocks64 > 0xFFFFFFFFull ? 0xFFFFFFFFu : (uint32_t)blocks64;
+    int rc;
 
     /* Build every slot once; afterwards only the LBA and PRDBC change. */
-    uint8_t command = op == OP_READ    ? ATA_CMD_READ_DMA_EXT
-                      : op == OP_WRITE ? ATA_CMD_WRITE_DMA_EXT
-                      : op == OP_NCQ_READ ? ATA_CMD_READ_FPDMA
-                                          : ATA_CMD_WRITE_FPDMA;
-    unsigned slots = (unsigned)qd;
-    for (unsigned s = 0; s < slots; s++) {
-        uint8_t *buf = ahci_data_area + s * (uint32_t)bs;
-        if (op == OP_WRITE || op == OP_NCQ_WRITE)
-            ahci_pattern_fill(buf, s, spb, 0xBE);
-        struct ahci_sg sg = {(uintptr_t)buf, (uint32_t)bs};
-        struct ata_tf tf = ahci_tf(command, first, spb);
-        rc = queued ? ahci_ncq_build(port, s, command, first, spb, &sg, 1)
-                    : ahci_cmd_build(port, s, &tf, 0, &sg, 1, 0);
+    uint8_t command = workload_command(&w);
+    int writes = w.op == WL_WRITE || w.op == WL_NCQ_WRITE;
+    for (unsigned s = 0; s < w.qd; s++) {
+        uint8_t *buf = ahci_data_area + s * w.bs;
+        if (writes)
+            ahci_pattern_fill(buf, s, w.spb, 0xBE);
+        struct ahci_sg sg = {(uintptr_t)buf, w.bs};
+        struct ata_tf tf = ahci_tf(command, w.first, w.spb);
+        rc = w.queued ? ahci_ncq_build(port, s, command, w.first, w.spb, &sg, 1)
+                      : ahci_cmd_build(port, s, &tf, 0, &sg, 1, 0);
         if (rc != AHCI_OK) {
             printf("bench: cannot build slot %u: %s\n", s, ahci_strerror(rc));
             return 2;
         }
     }
-    if (flush_every) {
+    if (w.flush_every) {
         struct ata_tf tf = ahci_tf(ATA_CMD_FLUSH_CACHE_EXT, 0, 0);
         tf.device = 0;
         ahci_cmd_build(port, FLUSH_SLOT, &tf, 0, 0, 0, 0);
     }
     ahci_port_write(port, PX_IS, 0xFFFFFFFFu);
 
-    unsigned long done = 0, total = (unsigned long)count;
-    uint32_t next_block = 0;
+    unsigned long done = 0, total = w.count;
     uint64_t lbas[32];
     int stop = 0;
+    uint64_t start = rdtsc();
     while (done < total && !stop) {
-        unsigned n = total - done < slots ? (unsigned)(total - done) : slots;
+        unsigned n = total - done < w.qd ? (unsigned)(total - done) : w.qd;
         for (unsigned s = 0; s < n; s++) {
-            uint32_t block;
-            if (random) {
-                block = xorshift32() % blocks;
-            } else {
-                block = next_block;
-                next_block = next_block + 1 >= blocks ? 0 : next_block + 1;
-            }
-            lbas[s] = first + (uint64_t)block * spb;
+            lbas[s] = workload_next_lba(&w);
             set_lba(port->tables[s].cfis, lbas[s]);
             port->clb[s].prdbc = 0;
         }
         uint32_t mask = n == 32 ? 0xFFFFFFFFu : (1u << n) - 1;
         barrier();
-        if (queued) {
+        if (w.queued) {
             ahci_ncq_issue(port, mask);
             rc = wait_done(mask, mask);
         } else {
@@ -220,7 +133,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
             continue;
         }
         done += n;
-        if (flush_every && (done % (unsigned long)flush_every == 0 || done == total)) {
+        if (w.flush_every && (done % w.flush_every == 0 || done == total)) {
             port->clb[FLUSH_SLOT].prdbc = 0;
             barrier();
             ahci_issue(port, 1u << FLUSH_SLOT);
@@ -229,7 +142,6 @@ int main(uint32_t magic, const struct multiboot_info *info)
                 stop = failed(rc, done - 1, 0) != 0;
         }
     }
-    printf("bench op=%s bs=%ld qd=%ld pattern=%s count=%ld done=%lu errors=%u\n", op_names[op], bs,
-           qd, random ? "rand" : "seq", count, done, errors);
-    return errors || done != total ? 1 : 0;
+    uint64_t tsc = rdtsc() - start;
+    return workload_report(&w, "bench", done, errors, tsc);
 }

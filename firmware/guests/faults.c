@@ -1,9 +1,10 @@
 /*
  * faults: a driver meets an injected fault (ahci-emu --fault) and recovers.
  *
- * Disk 0 holds the test pattern, tag 0xD0 (tests/support/disks.py). The
- * command line picks the scenario; every scenario ends by reading LBA
- * good..good+7 (default 0) and checking the pattern, so "the port works".
+ * Disk 0 holds the test pattern, tag 0xD0 (tests/support/disks.py), or
+ * zeros with tag=0. The command line picks the scenario; every scenario ends
+ * by reading LBA good..good+7 (default 0) and checking what it holds, so
+ * "the port works".
  *
  *   test=media op=read|write lba=L count=N bad=B err=E sts=S
  *       READ (or WRITE, of tag 0xD1) DMA EXT of L..L+N-1 meets a media error:
@@ -43,6 +44,16 @@ static uint8_t log_page[512] __attribute__((aligned(512)));
 static uint16_t id[256];
 static struct ahci_port *p;
 
+static unsigned tag0 = TAG0;
+
+/* 1 if buf holds what disk 0 has on lba..lba+n-1 (the pattern, or zeros with tag=0) */
+static int holds_disk(const void *data, uint64_t lba, uint32_t n)
+{
+    if (!tag0)
+        return ahci_zero_check(data, n * 512) < 0;
+    return ahci_pattern_check(data, lba, n, (uint8_t)tag0) < 0;
+}
+
 static uint64_t d2h_lba(void)
 {
     volatile uint8_t *f = p->fis->rfis;
@@ -57,7 +68,7 @@ static void port_works(const char *what)
     memset(buf, 0, 8 * 512);
     int rc = ahci_rw(p, ATA_CMD_READ_DMA_EXT, good, 8, buf);
     snprintf(name, sizeof(name), "port works after %s", what);
-    check(rc == AHCI_OK && ahci_pattern_check(buf, good, 8, TAG0) < 0, name,
+    check(rc == AHCI_OK && holds_disk(buf, good, 8), name,
           "%s, PxIS 0x%08x PxTFD 0x%08x", ahci_strerror(rc), p->last_is, p->last_tfd);
 }
 
@@ -143,8 +154,7 @@ static void ncq(void)
     int good = 1;
     for (unsigned t = 0; t < NCQ_TAGS; t++)
         if (t != bad_tag)
-            good &= ahci_pattern_check(buf + t * NCQ_SECTORS * 512, lba + t * NCQ_SECTORS,
-                                       NCQ_SECTORS, TAG0) < 0;
+            good &= holds_disk(buf + t * NCQ_SECTORS * 512, lba + t * NCQ_SECTORS, NCQ_SECTORS);
     check_ok(good, "NCQ error: every good tag read the right data");
     port_works("an NCQ error");
 }
@@ -186,6 +196,9 @@ static void unplug(void)
     check_ok(ahci_port_read(p, PX_SERR) & SERR_DIAG_N, "unplug: PxSERR.DIAG.N");
     check_eq(SSTS_DET(ahci_port_read(p, PX_SSTS)), 0, "unplug: PxSSTS.DET 0");
     ahci_port_write(p, PX_SERR, SERR_DIAG_N); /* PRCS follows DIAG.N */
+    loops = ahci_hba.loops; /* the device comes back in its own time: wait for COMINIT */
+    while (SSTS_DET(ahci_port_read(p, PX_SSTS)) != SSTS_DET_PRESENT && loops--)
+        cpu_relax();
     int rc = ahci_port_wait_ready(p, ahci_hba.loops);
     check(rc == AHCI_OK, "re-plug: the device is back (PxSSTS.DET 3, not busy)", "%s",
           ahci_strerror(rc));
@@ -212,8 +225,7 @@ static void latency(void)
     }
     int rc = ahci_wait(p, 0, all, ahci_hba.loops);
     check(rc == AHCI_OK, "held completions: every tag completes", "%s", ahci_strerror(rc));
-    check_ok(ahci_pattern_check(buf, 0, NCQ_TAGS * NCQ_SECTORS, TAG0) < 0,
-             "held completions: the data is right");
+    check_ok(holds_disk(buf, 0, NCQ_TAGS * NCQ_SECTORS), "held completions: the data is right");
     port_works("held completions");
 }
 
@@ -221,6 +233,7 @@ int main(uint32_t magic, const struct multiboot_info *info)
 {
     (void)magic;
     (void)info;
+    tag0 = (unsigned)arg_int("tag", TAG0);
     p = ahci_test_start(NULL);
     const char *test = arg_get("test", "media");
     if (!strcmp(test, "media"))

@@ -35,7 +35,7 @@ def positive(figure) -> bool:
 def test_quick_run_reports_every_workload(tmp_path):
     require_qemu()
     sys.path.insert(0, str(ROOT))
-    from bench.workloads import GROUPS, WORKLOADS
+    from bench.workloads import BENCH_GUESTS, GROUPS, WORKLOADS
 
     out = tmp_path / "latest.json"
     env = dict(os.environ)
@@ -76,8 +76,16 @@ def test_quick_run_reports_every_workload(tmp_path):
             assert result["ratio"] is not None and result["ratio"] > 0, (name, result)
         else:
             assert result["qemu"] is None
-    for name in ("read_4k_qd1", "ncq_4k_qd32", "seq_read_128k", "chain_d64", "boot_hello"):
+    for name in ("read_4k_qd1", "ncq_4k_qd32", "seq_read_128k"):
+        for guest_name in BENCH_GUESTS:
+            assert isinstance(results[f"{name}@{guest_name}"]["target"]["met"], bool), name
+    for name in ("chain_d64", "boot_hello"):
         assert isinstance(results[name]["target"]["met"], bool), name
+    # Per-op figures are the guest's own timing: a positive median, never a negative cost.
+    for name, result in results.items():
+        if "per_op_us" in (result["ours"] or {}):
+            assert result["ours"]["per_op_us"] > 0, name
+            assert isinstance(result["ours"]["stable"], bool), name
     # The table printed on the terminal names every workload.
     for name in WORKLOADS:
         assert name in proc.stdout
@@ -98,4 +106,4 @@ def test_guest_failure_is_a_failed_run(tmp_path):
     with pytest.raises(RunFailed):
         check_bench(run, ours, 4)
     run = ours.run(guest("bench"), "count=4 op=write", disk)
-    check_bench(run, ours, 4)
+    assert check_bench(run, ours, 4) > 0  # the guest's timing of its 4 commands

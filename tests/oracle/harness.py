@@ -1,6 +1,6 @@
 """Run one guest under QEMU q35 and under ahci-emu, and compare what each printed.
 
-QEMU is the reference machine (DESIGN.md, "The machine contract"). Its
+QEMU is the reference machine (docs/machine.md, the machine contract). Its
 isa-debug-exit makes it exit with (N << 1) | 1 for a guest's N; we convert.
 Lines may differ only where tests/oracle/differences.toml says so, with a reason.
 """

@@ -66,3 +66,39 @@ def test_device_fault_reaches_the_guest(ahci, disk):
         faults=["df:opcode=0x25,lba=40"],
     )  # fmt: skip
     run.assert_ok()  # status DRDY|DF|ERR, error ABRT
+
+
+@pytest.mark.parametrize(
+    ("how", "fault"),
+    [("comreset", "stall:nth=1,opcode=0x25"), ("hba", "stall:lba=0,opcode=read,times=1")],
+)
+def test_a_stalled_command_is_recovered_by_reset(ahci, disk, how, fault):
+    run = ahci.run("faults", disk, append=f"test=stall how={how}", faults=[fault])
+    run.assert_ok()
+    assert [e["kind"] for e in run.faults_fired] == ["stall"]
+
+
+def test_the_guest_survives_unplug_and_replug(ahci, disk):
+    run = ahci.run("faults", disk, append="test=unplug", faults=["link-loss:nth=1,opcode=read"])
+    run.assert_ok()
+    kinds = [(e["kind"], e.get("what")) for e in run.faults_fired]
+    assert kinds == [("link-loss", None), ("link-loss", "link back")]
+
+
+@pytest.mark.parametrize("fault", ["latency:opcode=ncq,nth=1,commands=3", "latency:nth=1,ms=30"])
+def test_held_completions_arrive(ahci, disk, fault):
+    run = ahci.run("faults", disk, append="test=latency", faults=[fault], trace=True)
+    run.assert_ok()
+    assert run.faults_fired[0]["kind"] == "latency"
+
+
+def test_a_held_completion_wakes_a_halted_guest(ahci):
+    """ahci_irq waits for its interrupts in `hlt`: a completion held back 20 ms must still
+    arrive (the board wakes at the fault's deadline)."""
+    from support.ahci_guests import CASES
+
+    case = next(c for c in CASES if c.guest == "ahci_irq")
+    disks = case.make_disks(ahci.root)
+    run = ahci.run(case.elf(), *disks, faults=["latency:opcode=read,nth=1,ms=20"])
+    run.assert_ok()
+    assert [e.get("what") for e in run.faults_fired] == [None, "completion released"]

@@ -77,14 +77,36 @@ def test_strict_stray_access_exits_125(make_guest):
     [
         (("run", "/nonexistent/guest.elf"), "no such guest file"),
         (("run", "nosuchguest"), "no such guest file or built-in guest"),
-        (("run", "README.md"), "not an ELF file"),
+        (("run", "README.md"), "neither a multiboot ELF nor a Linux bzImage"),
         (("run", "hello", "--memory", "0"), "memory size"),
-        (("run", "hello", "--timeout", "-1"), "--timeout must be positive"),
         (("run", "hello", "--serial", "/nonexistent/dir/x"), "cannot write"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, fragment):
-    assert_one_line_error(ahci_emu(*args), fragment)
+    proc = ahci_emu(*args)
+    assert_one_line_error(proc, fragment)
+    assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        *(
+            (("run", "hello", f"--timeout={value}"), "argument --timeout: must be more than 0")
+            for value in ("inf", "-inf", "1e10", "nan", "0", "-1", "1000001")
+        ),
+        (("run", "hello", "--timeout", "soon"), "not a number of seconds: 'soon'"),
+        (("run", "hello", "--bogus"), "unrecognized arguments: --bogus"),
+        ((), "the following arguments are required: COMMAND"),
+        (("vm", "snapshot", "x", "bogus"), "invalid choice: 'bogus'"),
+        (("image", "create", "x.vdi"), "the following arguments are required: --size"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(args, fragment):
+    proc = ahci_emu(*args)
+    assert_one_line_error(proc, fragment)
+    assert proc.returncode == 2
+    assert "--help" in proc.stderr  # it says where the usage is instead of printing it
 
 
 def test_elf_without_multiboot_header_is_refused(make_guest):
@@ -101,11 +123,23 @@ def test_help_explains_every_run_option():
         assert option in text
 
 
-def test_ctrl_c_stops_a_spinning_guest_cleanly(make_guest):
+@pytest.mark.parametrize(
+    ("signum", "timeout"),
+    [(signal.SIGINT, "60"), (signal.SIGTERM, "60"), (signal.SIGINT, "1000000")],
+)
+def test_a_signal_stops_a_spinning_guest_cleanly(make_guest, signum, timeout):
     # The guest prints one byte before it spins; unbuffered, so once the test has read
     # it the guest is surely running (however slow the start on a loaded machine).
+    # The longest --timeout allowed must not keep the watchdog from waking up.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emu.cli", "run", make_guest(putc("r") + SPIN)],
+        [
+            sys.executable,
+            "-m",
+            "emu.cli",
+            "run",
+            make_guest(putc("r") + SPIN),
+            f"--timeout={timeout}",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -114,8 +148,105 @@ def test_ctrl_c_stops_a_spinning_guest_cleanly(make_guest):
     )
     assert proc.stdout.read(1) == "r"
     time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
+    os.kill(proc.pid, signum)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "Traceback" not in err
     assert err.strip() == "ahci-emu: error: interrupted"
+
+
+def run_bytes(*args: bytes | str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emu.cli", *args],
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_command_line_bytes_that_are_not_utf8_reach_the_guest_as_given():
+    proc = run_bytes("run", "hello", "--append", b"k=\xff\xfe")
+    assert proc.returncode == 0, proc.stderr
+    assert b"args: k=\xff\xfe\n" in proc.stdout
+
+
+def test_a_guest_path_that_is_not_utf8_boots(tmp_path):
+    guest = os.path.join(os.fsencode(tmp_path), b"guest\xff.elf")
+    Path(os.fsdecode(guest)).write_bytes((ROOT / "guest_images" / "hello.elf").read_bytes())
+    proc = run_bytes("run", guest)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"hello from an ahci-emu guest\n")
+
+
+def test_a_closed_stdout_pipe_ends_quietly_with_141():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emu.cli", "run", "hello"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the guest prints: as `| head -c0`
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (141, b"")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_output_that_cannot_be_written_is_one_line_and_1():
+    proc = ahci_emu("run", "hello", "--serial", "/dev/full")
+    assert_one_line_error(proc, "/dev/full: cannot write: No space left on device")
+    assert proc.returncode == 1
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "emu.cli", "run", "hello"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+    assert_one_line_error(proc, "stdout: cannot write: No space left on device")
+    assert proc.returncode == 1
+
+
+def _raise(exc: BaseException):
+    def fail(*_args, **_kwargs):
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "line"),
+    [
+        (RuntimeError("boom"), 70, "ahci-emu: error: internal error: RuntimeError: boom (at "),
+        (PermissionError(13, "Permission denied", "/x"), 1, "ahci-emu: error: /x: Permission"),
+        (MemoryError(), 1, "ahci-emu: error: out of memory"),
+        (KeyboardInterrupt(), 130, "ahci-emu: error: interrupted"),
+    ],
+)
+def test_any_exception_at_the_boundary_is_one_line(monkeypatch, capsys, exc, status, line):
+    from emu import cli
+    from emu.commands import run
+
+    monkeypatch.setattr(run, "resolve_guest", _raise(exc))
+    assert cli.main(["run", "hello"]) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(line), err
+
+
+def test_an_interrupt_python_wrapped_in_another_error_is_still_an_interrupt(monkeypatch, capsys):
+    # Python 3.11 wraps what __set_name__ raises (a Ctrl-C landing while a class is made)
+    # in a RuntimeError.
+    from emu import cli
+    from emu.commands import run
+
+    try:
+        raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+    except RuntimeError as exc:
+        wrapped = exc
+    monkeypatch.setattr(run, "resolve_guest", _raise(wrapped))
+    assert cli.main(["run", "hello"]) == 130
+    assert capsys.readouterr().err == "ahci-emu: error: interrupted\n"

@@ -195,7 +195,8 @@ def test_refusals_and_timeouts_come_back_as_exit_codes(tmp_path, runner):
 
 
 def test_an_emulator_exception_in_process_is_a_failed_run(tmp_path, monkeypatch):
-    """As the command would: exit 1 and the traceback on stderr, not an escaped exception."""
+    """As the command would: exit 70 (internal error) and one line naming the exception and
+    where it was raised, not an escaped exception."""
     import emu.commands.run
 
     def broken(args):
@@ -203,8 +204,9 @@ def test_an_emulator_exception_in_process_is_a_failed_run(tmp_path, monkeypatch)
 
     monkeypatch.setattr(emu.commands.run, "run", broken)
     run = Rig(tmp_path).run("gen", report_checks=False)
-    assert run.exit_code == 1
-    assert "ValueError: emulator bug" in run.stderr and "Traceback" in run.stderr
+    assert run.exit_code == 70
+    assert run.stderr.startswith("ahci-emu: error: internal error: ValueError: emulator bug (at ")
+    assert run.stderr.count("\n") == 1
 
 
 # ---- the plugin, as pytest runs it ----------------------------------------------------
@@ -371,3 +373,49 @@ def test_readme_quotes_the_example_file_verbatim():
         "README.md must quote tests/scenarios/test_readme_example.py verbatim in a "
         '```python block of its "Use it in your own suite" section'
     )
+
+
+SANITIZED_MODULE = """
+import pytest
+
+pytestmark = pytest.mark.ahci_sanitize
+
+def test_every_run_is_sanitized(ahci):
+    disk = ahci.image("d.img", "8M")
+    run = ahci.run("ahci_errors", disk, report_checks=False)
+    assert [v["rule"] for v in run.violations] == ["issue-while-halted"]
+    assert run.violations[0]["section"] == "AHCI 1.3.1 §6.2.2"
+    assert "ahci-emu: violation: issue-while-halted (AHCI 1.3.1 §6.2.2)" in run.stderr
+    assert ahci.run("gen", disk, ops="read:0:1").violations == []
+
+@pytest.mark.ahci_sanitize("strict")
+def test_strict_ends_the_run(ahci):
+    run = ahci.run("ahci_errors", ahci.image("d.img", "8M"), report_checks=False)
+    assert run.exit_code == 125
+    assert run.error == "stopped at the first violation (issue-while-halted, --sanitize=strict)"
+
+def test_faults_fired(ahci):
+    run = ahci.run("gen", ahci.image("d.img", "1M"), ops="read:0:8",
+                   faults=["abrt:opcode=read"], report_checks=False)
+    assert [f["kind"] for f in run.faults_fired] == ["abrt"]
+    assert run.failed
+"""
+
+
+def test_sanitize_marker_and_faults(tmp_path):
+    (tmp_path / "test_sanitized.py").write_text(textwrap.dedent(SANITIZED_MODULE))
+    result = pytest_in(tmp_path, "-q", "test_sanitized.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+
+
+def test_readme_quotes_the_faults_example_and_lists_every_sanitizer_rule():
+    from emu.sanitizer.rules import RULES
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / "tests" / "scenarios" / "test_readme_faults_example.py").read_text()
+    section = readme.split("## Faults and the driver sanitizer", 1)[1].split("\n## ", 1)[0]
+    assert f"```python\n{example}```\n" in section
+    for rule in RULES.values():
+        assert f"| `{rule.name}` | {rule.section} | {rule.summary} |" in section, rule.name

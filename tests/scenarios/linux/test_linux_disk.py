@@ -1,6 +1,6 @@
 """Linux's own AHCI driver on one disk: probe, reads, writes, FLUSH, discard.
 
-One boot per machine (QEMU q35, and ahci-emu when it boots Linux) of the same
+One boot per machine (QEMU q35 and ahci-emu) of the same
 kernel, initramfs and disk: a VDI differencing image over a base, both holding
 data written from the host. The script probes the disk, checksums what it
 reads, writes through the page cache, syncs the disk (``sync /dev/sda``, an
@@ -26,7 +26,7 @@ from support.linux_disks import (
 )
 
 from emu.storage.image import BlockState
-from emu.testing.linux import LinuxRig, board_boots_linux
+from emu.testing.linux import LinuxRig
 from emu.testing.rig import qemu_path
 
 DISK = 64 * MIB
@@ -82,7 +82,7 @@ def test_one_disk_under_linux_on_ahci_emu_and_qemu(ahci, linux_material, subtest
             pytest.fail("qemu-system-x86_64 is not installed, and CI must run the oracle")
         pytest.skip("qemu-system-x86_64 is not installed")
     rig = LinuxRig(ahci, linux_material)
-    machines = ["qemu"] + (["emu"] if board_boots_linux() else [])
+    machines = ["qemu", "emu"]
     files = {"data/pattern": pattern(WRITE_LEN)}
     runs = {}
     for backend in machines:
@@ -123,8 +123,6 @@ def test_one_disk_under_linux_on_ahci_emu_and_qemu(ahci, linux_material, subtest
             with subtests.test(msg="emu: sync reaches FLUSH CACHE EXT"):
                 _check_flush(run)
     with subtests.test(msg="the script prints the same on ahci-emu as on QEMU"):
-        if "emu" not in runs:
-            pytest.skip("this ahci-emu cannot boot Linux kernels yet: QEMU's half ran alone")
         _compare(runs["emu"], runs["qemu"])
 
 

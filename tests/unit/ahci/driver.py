@@ -116,7 +116,12 @@ def h2d(
 
 
 def make_machine(
-    tmp_path, disk_sizes=(1 << 20,), ports: int = 6, pattern: bool = True, memory_mib: int = 16
+    tmp_path,
+    disk_sizes=(1 << 20,),
+    ports: int = 6,
+    pattern: bool = True,
+    memory_mib: int = 16,
+    faults=None,
 ) -> Machine:
     memory = GuestMemory(memory_mib << 20)
     images = []
@@ -132,7 +137,11 @@ def make_machine(
     disks = [AtaDisk(image) for image in images] + [None] * (ports - len(images))
     machine = Machine(memory, None, images)  # type: ignore[arg-type]
     machine.hba = AhciHba(
-        memory, disks, lambda: machine.interrupts.append(1), lambda: machine.bus_master
+        memory,
+        disks,
+        lambda: machine.interrupts.append(1),
+        lambda: machine.bus_master,
+        faults=faults,
     )
     return machine
 

@@ -250,7 +250,7 @@ def test_trace_records_each_command(tmp_path):
     m = make_machine(tmp_path)
     stream = io.StringIO()
     for port in m.hba.ports:
-        port.tracer = Tracer(stream)
+        port.observer = Tracer(stream)
     m.start(0)
     m.command(0, h2d(READ_DMA_EXT, lba=3, count=1), [(DATA, 512)])
     m.issue(1)

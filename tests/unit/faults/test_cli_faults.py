@@ -1,4 +1,4 @@
-"""``--fault``, ``--faults``, ``--fault-seed`` and ``--verbose`` as a user meets them."""
+"""The fault and sanitizer options of `run` and `vm run` as a user meets them."""
 
 import subprocess
 import sys
@@ -53,3 +53,21 @@ def test_verbose_names_each_fault_that_fires(tmp_path):
     assert proc.stderr == (
         "ahci-emu: fault: abrt:opcode=flush,nth=1: port 0, opcode 0xea, lba 0, count 0\n"
     )
+
+
+def test_sanitize_reports_and_strict_stops_with_125(tmp_path):
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(8 << 20))
+    line = "ahci-emu: violation: issue-while-halted (AHCI 1.3.1 §6.2.2): PxCI written while"
+    report = ahci_emu("run", "ahci_errors", "--disk", str(disk), "--sanitize")
+    assert "\n1.." in report.stdout  # the guest ran to its end (its checks want a pattern)
+    assert report.stderr.startswith(line) and len(report.stderr.splitlines()) == 1
+    assert ", port 0 slot 1, EIP=0x" in report.stderr
+    strict = ahci_emu("run", "ahci_errors", "--disk", str(disk), "--sanitize=strict")
+    assert strict.returncode == 125
+    assert strict.stderr.splitlines()[0].startswith(line)
+    assert strict.stderr.splitlines()[1:] == [
+        "ahci-emu: error: stopped at the first violation (issue-while-halted, --sanitize=strict)"
+    ]
+    assert "halted port does not process" not in strict.stdout  # stopped at the write
+    assert "\n1.." not in strict.stdout

@@ -24,6 +24,12 @@ def test_every_trigger_key():
     assert not t.matches(0, 0x25, 5, 1)  # other port
 
 
+def test_port_side_kinds_and_their_parameters():
+    assert parse_fault("latency:opcode=ncq,commands=3").params == {"commands": 3}
+    assert parse_fault("link-loss:port=1,down-ms=50").layer == "ahci"
+    assert parse_fault("stall:nth=2").trigger.nth == 2
+
+
 def test_power_cut_sugar_is_an_opcode_class_and_nth():
     cut = parse_fault("power-cut:write=5").trigger
     assert (cut.opcodes, cut.nth) == (OPCODE_CLASSES["write"], 5)
@@ -43,6 +49,9 @@ def test_power_cut_sugar_is_an_opcode_class_and_nth():
         ("abrt:lba", "is not KEY=VALUE"),
         ("abrt:nth=1,nth=2", "given twice"),
         ("abrt:write=1", "abrt takes no 'write'"),
+        ("latency", "commands=N or ms=T"),
+        ("latency:commands=1,ms=2", "commands=N or ms=T"),
+        ("stall:ms=3", "stall takes no 'ms'"),
         ("power-cut:write=1,flush=2", "one of write=, flush=, command="),
         ("power-cut:write=1,nth=2", "already says nth"),
     ],

@@ -1,6 +1,7 @@
 """Fixtures of the image-stack tests: data patterns, qemu tools, a CLI runner."""
 
 import argparse
+import hashlib
 import os
 import random
 import shutil
@@ -63,3 +64,44 @@ def image_cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, st
         return status, out, err
 
     return run
+
+
+@pytest.fixture
+def ahci_emu(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run ``ahci-emu ARGS...`` through the real entry point; return (status, stdout, stderr)."""
+    from emu import cli
+
+    if "vm" not in cli.COMMANDS:
+        monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "vm"))
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        status = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
+
+
+@pytest.fixture
+def tree_state() -> Callable[[object], dict[str, tuple[str, int, str]]]:
+    """tree_state(root): every entry under ``root`` (see :func:`_tree_state`)."""
+    return _tree_state
+
+
+def _tree_state(root: object) -> dict[str, tuple[str, int, str]]:
+    """Every entry under ``root``: kind, mtime and content hash (a symlink's target), so
+    that two states are equal only if no byte, file or link changed."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                out[path] = ("link", 0, os.readlink(path))
+            elif os.path.isfile(path):
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                out[path] = ("file", st.st_mtime_ns, digest)
+            else:
+                out[path] = ("dir", 0, "")
+    return out

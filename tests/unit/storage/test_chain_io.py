@@ -51,11 +51,17 @@ def test_each_block_is_read_from_the_nearest_image_that_has_it_else_zeros(three)
 
 
 def test_reads_use_the_resolved_map_without_walking_the_chain(three, monkeypatch):
+    calls = []
+    real = VdiImage.block_state
+    monkeypatch.setattr(
+        VdiImage, "block_state", lambda self, i: calls.append(i) or real(self, i)
+    )
     with open_chain(three[0], read_only=True) as chain:
-        calls = []
-        monkeypatch.setattr(VdiImage, "block_state", lambda self, i: calls.append(i))
-        buf = bytearray(3 * MiB + 1000)
-        chain.readv(500, [memoryview(buf)])
+        assert calls == []  # opening resolves nothing
+        chain.readv(500, [memoryview(bytearray(3 * MiB + 1000))])
+        assert sorted(set(calls)) == [0, 1, 2, 3]  # each block resolved on its first read
+        calls.clear()
+        chain.readv(500, [memoryview(bytearray(3 * MiB + 1000))])
         chain.readv(MiB + 4096, [memoryview(bytearray(4096))])
     assert calls == []
 

@@ -4,25 +4,10 @@ import json
 
 import pytest
 
-from emu import cli
 from emu.storage import ops
 from emu.storage.vm import Machine
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def ahci_emu(monkeypatch, capsys):
-    """Run ``ahci-emu ARGS...``; return (exit status, stdout, stderr)."""
-    if "vm" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "vm"))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        status = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def sector0(folder) -> bytes:
@@ -116,3 +101,77 @@ def test_a_bad_type_is_a_usage_error(tmp_path, ahci_emu):
     with pytest.raises(SystemExit) as exc:
         ahci_emu("vm", "attach", tmp_path, "--port", 0, "--medium", "x", "--type", "sticky")
     assert exc.value.code == 2
+
+
+@pytest.fixture
+def branched(tmp_path):
+    """A machine whose snapshot s1 has two children (s2's branch and the current state)."""
+    base, other = tmp_path / "disk.vdi", tmp_path / "other.vdi"
+    for path in (base, other):
+        ops.create_image(str(path), 4 * MiB, fmt="vdi", variant="dynamic")
+    with Machine.create(tmp_path / "vm") as vm:
+        vm.attach(0, str(base))
+        vm.attach(1, str(other), "immutable")  # a start would reset its diff
+        vm.snapshot_take("s1")
+        vm.snapshot_take("s2")
+        vm.snapshot_restore("s1")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["attach", "--port", "0", "--medium", "{tmp}/disk.vdi"], "port 0 already has a disk"),
+        (["attach", "--port", "40", "--medium", "{tmp}/disk.vdi"], "port 40 does not exist"),
+        (["attach", "--port", "2", "--medium", "{tmp}/none.vdi"], "cannot open"),
+        (["attach", "--port", "2", "--medium", "{diff}"], "is a differencing image"),
+        (["attach", "--port", "2", "--medium", "{tmp}/disk.vdi", "--no-autoreset"], "autoreset"),
+        (["attach", "--port", "2", "--medium", "{tmp}/disk.vdi", "--type", "shareable"], "fixed"),
+        (["detach", "--port", "3"], "port 3 has no disk"),
+        (["snapshot", "take", "s1"], "a snapshot named 's1' already exists"),
+        (["snapshot", "take", " "], "a snapshot needs a name"),
+        (["snapshot", "restore", "nope"], "no snapshot named 'nope'"),
+        (["snapshot", "delete", "s1"], "has 2 children"),
+        (["run", "{tmp}/no-such-guest.elf"], "no-such-guest.elf"),
+    ],
+)
+def test_every_refused_operation_changes_no_byte(branched, ahci_emu, tree_state, argv, message):
+    """Issue 10: a refused operation leaves every file under the folder byte-identical."""
+    vm = branched / "vm"
+    diff = next((vm / "Snapshots").iterdir())
+    action, *rest = argv
+    argv = ["vm", action, vm, *(a.format(tmp=branched, diff=diff) for a in rest)]
+    before = tree_state(branched)
+    status, out, err = ahci_emu(*argv)
+    assert (status, out) == (1, ""), err
+    assert err.count("\n") == 1 and err.startswith("ahci-emu: error: ") and message in err, err
+    assert tree_state(branched) == before
+
+
+def test_a_machine_another_process_holds_is_refused_unchanged(branched, ahci_emu, tree_state):
+    before = tree_state(branched)
+    with Machine.open(branched / "vm"):
+        status, _, err = ahci_emu("vm", "snapshot", branched / "vm", "take", "s3")
+    assert status == 1 and "machine is in use by another process" in err
+    assert tree_state(branched) == before
+
+
+def test_commands_say_what_they_did(tmp_path, ahci_emu):
+    """Issue 9: attach, detach, restore, delete and an empty list are not silent."""
+    base = tmp_path / "disk.vdi"
+    ops.create_image(str(base), 4 * MiB, fmt="vdi", variant="dynamic")
+    vm = tmp_path / "vm"
+    ahci_emu("vm", "create", vm)
+    assert ahci_emu("vm", "snapshot", vm, "list")[1] == "machine 'vm' has no snapshots\n"
+    out = ahci_emu("vm", "attach", vm, "--port", 2, "--medium", base, "--type", "immutable")[1]
+    assert out == f"attached {base} to port 2 of machine 'vm' (immutable)\n"
+    snap = ahci_emu("vm", "snapshot", vm, "take", "s1")[1].split("(")[1].rstrip(")\n")
+    assert (
+        ahci_emu("vm", "snapshot", vm, "restore", "s1")[1] == f"snapshot 's1' restored ({snap})\n"
+    )
+    assert ahci_emu("vm", "snapshot", vm, "delete", "s1")[1] == (
+        "snapshot 's1' deleted (1 image merge(s))\n"
+    )
+    assert ahci_emu("vm", "detach", vm, "--port", 2)[1] == (
+        "detached port 2 of machine 'vm' (the base image is kept)\n"
+    )

@@ -187,19 +187,20 @@ def test_detach_deletes_the_attachments_own_diff_and_keeps_the_base(tmp_path):
     assert Path(base).read_bytes() == before
 
 
-def test_open_removes_diffs_the_machine_file_does_not_name(tmp_path):
+def test_open_keeps_files_the_machine_did_not_make(tmp_path):
+    """A diff-shaped file the registry never held is not the machine's to delete."""
     base = make_base(tmp_path / "base.vdi")
     with Machine.create(tmp_path / "vm") as vm:
         vm.attach(0, base, "immutable")
-    kept = snapshot_files(tmp_path / "vm")
     stray = tmp_path / "vm" / "Snapshots" / f"{{{uuid.uuid4()}}}.vdi"
     ops.create_diff(base, str(stray))
     other = tmp_path / "vm" / "Snapshots" / "notes.txt"
     other.write_text("mine")
-    Machine.open(tmp_path / "vm", read_only=True).close()
-    assert stray.exists()  # a read-only open changes nothing
-    Machine.open(tmp_path / "vm").close()
-    assert snapshot_files(tmp_path / "vm") == sorted([*kept, "notes.txt"])
+    with Machine.open(tmp_path / "vm") as vm:
+        vm.start()
+        vm.stop()  # a change: the immutable diff is replaced
+        vm.detach(0)  # and the machine's last diff deleted
+    assert snapshot_files(tmp_path / "vm") == sorted([stray.name, "notes.txt"])
 
 
 class TestRefusals:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emu.storage import machine_file, ops, vdi
-from emu.storage import vm as vm_module
+from emu.storage import machine_file, machine_store, ops, ownership, vdi
 from emu.storage.vm import Machine, MachineError
 
 MiB = 1 << 20
@@ -304,13 +303,15 @@ SNAPSHOT_B = b"A" * 512 + bytes(MiB - 512) + b"B" * 512 + bytes(SIZE - MiB - 512
 @pytest.mark.parametrize(
     "op, target, name, after, restored",
     [
-        ("take", machine_file.os, "replace", 0, False),  # diff made, not committed
-        ("restore", machine_file.os, "replace", 0, False),  # new diff made, not committed
-        ("restore", vm_module, "_remove", 0, True),  # committed, old leaf not deleted yet
+        ("take", machine_file.os, "replace", 0, False),  # intent not committed
+        ("take", ownership.MachineFiles, "rename", 0, False),  # .new- file made, not renamed
+        ("take", machine_file.os, "replace", 1, False),  # diff made, not committed
+        ("restore", machine_file.os, "replace", 1, False),  # new diff made, not committed
+        ("restore", ownership.MachineFiles, "remove", 0, True),  # committed, old leaf remains
         # b's image and the current leaf are the same size: a forward merge
         ("delete b", ops, "merge_into_child", 0, False),  # intent committed, merge not started
         ("delete b", machine_file.os, "replace", 1, False),  # merged, final commit not written
-        ("delete b", vm_module, "_remove", 0, False),  # committed, merged-away file remains
+        ("delete b", ownership.MachineFiles, "remove", 0, False),  # committed, merged file remains
         # a's image is the base: a backward merge, then b's image re-linked
         ("delete a", vdi.VdiImage, "allocate_block", 0, False),  # in the middle of the merge
         ("delete a", ops, "relink", 0, False),  # merged, the grandchild not re-linked yet
@@ -358,7 +359,7 @@ def test_open_finishes_a_pending_delete_before_anything_else(tmp_path, monkeypat
         raise KeyboardInterrupt  # between the intent and the merges
 
     with Machine.open(folder) as vm:
-        monkeypatch.setattr(vm_module.Machine, "_finish_delete", interrupted)
+        monkeypatch.setattr(machine_store.MachineStore, "finish_delete", interrupted)
         with pytest.raises(KeyboardInterrupt):
             vm.snapshot_delete("b")
         monkeypatch.undo()

@@ -1,0 +1,1 @@
+"""The driver sanitizer (``--sanitize``): AHCI rules a guest's driver must keep."""
