@@ -23,7 +23,7 @@ def test_listed_and_not_part_of_quick_runs():
 
 
 @pytest.mark.timeout(600)
-def test_one_boot_on_each_machine_that_boots_linux(tmp_path):
+def test_one_boot_on_each_machine(tmp_path):
     from test_bench_smoke import require_qemu
 
     require_qemu()
