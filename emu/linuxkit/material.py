@@ -5,8 +5,8 @@ hard-coded version), downloads it and ``busybox-static`` with ``apt-get download
 unpacks each with ``dpkg-deb -x`` and runs ``depmod -b`` on the kernel's modules
 (the package leaves ``modules.dep`` to its install script). A package version
 already unpacked is not fetched again; versions no longer current are deleted.
-``material.json`` in the cache names what is current; :func:`load` reads only that,
-with no apt and no network.
+``material.json`` in the cache names what is current; :func:`load` reads only
+that, with no apt and no network.
 
 The cache folder is ``$AHCI_EMU_LINUX_DIR``, else ``$XDG_CACHE_HOME/ahci-emu/linux``,
 else ``~/.cache/ahci-emu/linux``. Everything in it belongs to this module.

@@ -47,18 +47,6 @@ DEFAULT_LINUX_TIMEOUT = 300.0
 _COMPARE = 4096  # granularity of the write-back after a QEMU run
 
 
-def board_boots_linux() -> bool:
-    """Whether this ahci-emu's ``run`` loads Linux kernels (it takes ``--initrd``)."""
-    from emu.commands.dispatch import build_parser
-
-    argv = ["run", "kernel", "--initrd", "initrd"]
-    try:
-        _, unknown = build_parser(argv).parse_known_args(argv)
-    except SystemExit:
-        return False
-    return "--initrd" not in unknown
-
-
 @dataclass
 class LinuxRun(GuestRun):
     """One boot of a Linux test guest: a :class:`GuestRun` (transcript, exit code,

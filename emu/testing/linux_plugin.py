@@ -9,8 +9,7 @@
     ``linux.boot(script, *disks)`` boots the kernel with ``script`` and returns a
     :class:`~emu.testing.linux.LinuxRun`; ``linux.boot(script, vm=vm)`` starts a
     machine folder. It boots where ``ahci_backend`` says, so a test marked
-    ``ahci_oracle`` runs under ahci-emu and under QEMU. The ahci-emu half is
-    skipped while this ahci-emu cannot load Linux kernels.
+    ``ahci_oracle`` runs under ahci-emu and under QEMU.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import os
 import pytest
 
 from emu.linuxkit.material import Material, MaterialError, load
-from emu.testing.linux import LinuxRig, board_boots_linux
+from emu.testing.linux import LinuxRig
 from emu.testing.rig import Rig
 
 
@@ -34,12 +33,6 @@ def require_material() -> Material:
         pytest.skip(str(exc))
 
 
-def require_backend(backend: str) -> None:
-    """Skip the ahci-emu half while this ahci-emu cannot load a Linux kernel."""
-    if backend == "emu" and not board_boots_linux():
-        pytest.skip("this ahci-emu cannot boot Linux kernels yet (`run` takes no --initrd)")
-
-
 @pytest.fixture(scope="session")
 def linux_material() -> Material:
     """The cached Debian kernel and busybox (``ahci-emu linux fetch``)."""
@@ -49,5 +42,4 @@ def linux_material() -> Material:
 @pytest.fixture
 def linux(ahci: Rig, ahci_backend: str, linux_material: Material) -> LinuxRig:
     """Boot Linux guests with a script on the test's disks; see the module doc."""
-    require_backend(ahci_backend)
     return LinuxRig(ahci, linux_material, backend=ahci_backend)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from emu.testing.linux import board_boots_linux
 from emu.testing.linux_plugin import require_material
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +23,7 @@ def test_listed_and_not_part_of_quick_runs():
 
 
 @pytest.mark.timeout(600)
-def test_one_boot_on_each_machine_that_boots_linux(tmp_path):
+def test_one_boot_on_each_machine(tmp_path):
     from test_bench_smoke import require_qemu
 
     require_qemu()
@@ -41,8 +40,5 @@ def test_one_boot_on_each_machine_that_boots_linux(tmp_path):
     (result,) = json.loads(out.read_text())["workloads"]
     assert result["name"] == "linux_boot"
     assert result["qemu"]["value"] > 0 and len(result["qemu"]["samples_s"]) == 1
-    if board_boots_linux():
-        assert result["ours"]["value"] > 0 and result["ratio"] > 0
-        assert isinstance(result["target"]["met"], bool)
-    else:
-        assert result["ours"] is None and "cannot boot Linux" in result["note"]
+    assert result["ours"]["value"] > 0 and result["ratio"] > 0
+    assert isinstance(result["target"]["met"], bool)
