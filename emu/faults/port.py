@@ -37,11 +37,19 @@ class PortFaults:
         self._held: list[_Held] = []
 
     def check(self, port: int, slot: int, opcode: int, lba: int, count: int) -> Fault | None:
-        """The port-side fault that fires on this command, or None (also counts it
-        towards the completions held for N commands)."""
-        if self._held:
-            self._count_command()
+        """The port-side fault that fires on this command, or None."""
         return self.plan.check("ahci", port, opcode, lba, count, slot)
+
+    def issued(self, commands: int) -> None:
+        """The guest issued ``commands`` more commands (on any port): completions held
+        for N commands count them, and those now due are released."""
+        due = []
+        for held in self._held:
+            if held.commands is not None:
+                held.commands -= commands
+                if held.commands <= 0:
+                    due.append(held)
+        self._run(due)
 
     def hold(
         self, port: int, fault: Fault, action: Callable[[], None], *, completion: bool = True
@@ -72,15 +80,6 @@ class PortFaults:
     def drop(self, port: int) -> None:
         """The device on ``port`` was reset: the completions it held back never come."""
         self._held = [h for h in self._held if h.port != port or not h.completion]
-
-    def _count_command(self) -> None:
-        due = []
-        for held in self._held:
-            if held.commands is not None:
-                held.commands -= 1
-                if held.commands <= 0:
-                    due.append(held)
-        self._run(due)
 
     def _run(self, due: list[_Held]) -> None:
         for held in due:
