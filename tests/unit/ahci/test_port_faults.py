@@ -162,3 +162,15 @@ def test_a_non_queued_completion_held_for_commands_is_released_by_later_issues(t
     assert m.preg(0, regs.PxCI) == 0
     assert m.memory.read(DATA + 512, 512) == sector_pattern(1)
     assert not faults.pending
+
+
+def test_a_link_down_for_polls_comes_back_at_the_nth_read_of_pxssts(tmp_path):
+    m, faults, _ = faulty(tmp_path, "link-loss:nth=1,down=3")
+    read(m, 0)
+    ssts = regs.PORT_BASE + regs.PxSSTS
+    for _ in range(2):
+        faults.before_access(ssts, True)  # as the board does before each ABAR access
+        assert m.preg(0, regs.PxSSTS) & 0xF == 0
+    faults.before_access(regs.PORT_BASE + regs.PxIS, True)  # other registers do not count
+    faults.before_access(ssts, True)
+    assert m.preg(0, regs.PxSSTS) & 0xF == regs.SSTS_DET_PRESENT
