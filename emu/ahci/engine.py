@@ -185,6 +185,8 @@ class CommandEngine:
             return
         issued = value & ~port.ci
         port.ci |= value
+        if issued and port.faults is not None and port.faults.pending:
+            port.faults.issued(issued.bit_count())  # may release held completions
         if issued and not self.halted:
             self._run_pending()
 

@@ -9,6 +9,7 @@ A spec names what goes wrong (the kind) and when (the trigger)::
     stall:opcode=0x25,nth=3            the third READ DMA EXT never completes
     latency:opcode=ncq,commands=4      a queued command completes after 4 later ones
     link-loss:port=1,nth=5,down-ms=50  port 1's link drops at its 5th command, back 50 ms on
+    link-loss:nth=1,down=100           back at the guest's 100th read of the port's PxSSTS
 
 Every key of a trigger must hold for a command to match; ``nth`` and ``p``
 then pick among the matching commands, and ``times`` caps how often a fault
@@ -59,7 +60,7 @@ _KIND_KEYS: dict[str, set[str]] = {
     "power-cut": {"write", "flush", "command"},
     "stall": set(),
     "latency": {"commands", "ms"},
-    "link-loss": {"down-ms"},
+    "link-loss": {"down", "down-ms"},
 }
 _POWER_CUT_AT = {"write": "write", "flush": "flush", "command": None}
 
@@ -180,6 +181,8 @@ def _build(kind: str, pairs: dict[str, str], spec: str) -> Fault:
         _power_cut_trigger(params, trigger, spec)
     if kind == "latency" and len(params) != 1:
         raise FaultSpecError(f"fault {spec!r}: latency needs commands=N or ms=T (one of them)")
+    if kind == "link-loss" and len(params) > 1:
+        raise FaultSpecError(f"fault {spec!r}: link-loss takes down=N or down-ms=T, not both")
     return Fault(kind, Trigger(**trigger), params, spec.strip())
 
 

@@ -441,12 +441,12 @@ def _due_first(faults: PortFaults, hba: AhciHba):
 
     def read(offset: int, size: int) -> int:
         if faults.pending:
-            faults.run_due()
+            faults.before_access(offset, True)
         return hba.read(offset, size)
 
     def write(offset: int, size: int, value: int) -> None:
         if faults.pending:
-            faults.run_due()
+            faults.before_access(offset, False)
         hba.write(offset, size, value)
 
     return read, write

@@ -24,7 +24,8 @@ RULES: dict[str, Rule] = {
         Rule("start-while-running", _AHCI + "10.3.1",
              "PxCMD.ST set while PxCMD.CR is still set from a stop"),
         Rule("start-without-device", _AHCI + "10.3.1",
-             "PxCMD.ST set with no device ready (PxTFD BSY/DRQ, or PxSSTS.DET not 3)"),
+             "PxCMD.ST set while the attached device is not ready (PxTFD BSY or DRQ, or "
+             "PxSSTS.DET 1 or 4); a port with nothing attached (DET 0) is left alone"),
         Rule("bad-cfl", _AHCI + "4.2.2",
              "a command issued whose header's CFL is below 5 or above 16 dwords"),
         Rule("odd-prd-byte-count", _AHCI + "4.2.3.3",

@@ -38,6 +38,7 @@ from emu.testing.rig import (
     _raw_for_qemu,
     cli_command,
     cli_env,
+    fault_arguments,
     qemu_command,
     qemu_path,
 )
@@ -138,6 +139,8 @@ class LinuxRig:
         timeout: float | None = None,
         modules: Iterable[str] = DEFAULT_MODULES,
         files: Mapping[str, bytes] | None = None,
+        faults: Iterable[str] = (),
+        sanitize: bool | str = False,
     ) -> LinuxRun:
         """Boot Linux with ``script`` as its test, ``disks`` on ports 0, 1, ...
         (``ahci-emu run KERNEL ... --disk ...``), or start machine folder ``vm``
@@ -145,10 +148,16 @@ class LinuxRig:
 
         ``append`` goes after the rig's command line; ``trace`` records ahci-emu's
         ``--trace`` (never under QEMU); ``modules``/``files`` as
-        :func:`~emu.linuxkit.initramfs.build_initramfs` takes them."""
+        :func:`~emu.linuxkit.initramfs.build_initramfs` takes them. ``faults`` and
+        ``sanitize`` are :meth:`Rig.run`'s (ahci-emu only; such runs are traced, for
+        ``run.faults_fired`` and ``run.violations``)."""
         backend = backend or self.backend
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        faults = tuple(faults)
+        if backend == "qemu" and (faults or sanitize):
+            raise ValueError("faults and the sanitizer are ahci-emu's only")
+        trace = trace or bool(faults) or bool(sanitize)
         if vm is not None and disks:
             raise ValueError("give disks or a machine folder, not both")
         paths = [self.rig.path(d) for d in disks]
@@ -166,7 +175,7 @@ class LinuxRig:
             argv = [*command, self.material.kernel, "--initrd", initrd, "--append", cmdline]
             for disk in paths:
                 argv += ["--disk", disk]
-            argv += ["--timeout", f"{timeout:g}"]
+            argv += ["--timeout", f"{timeout:g}", *fault_arguments(faults, sanitize=sanitize)]
             if trace:
                 argv += ["--trace", trace_file]
             run = _run_emu(cli_command(*argv), timeout, rundir, [vm.folder] if vm else paths)

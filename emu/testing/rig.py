@@ -442,24 +442,34 @@ class _Options:
     sanitize: bool | str = False
 
     def emu_arguments(self) -> list[str]:
-        """The ``ahci-emu`` options for faults, the write cache and the sanitizer."""
-        args = [f"--fault={spec}" for spec in self.faults]
-        if self.sanitize:
-            if self.sanitize not in (True, "strict"):
-                raise ValueError(f"sanitize is True or 'strict', not {self.sanitize!r}")
-            args.append("--sanitize=strict" if self.sanitize == "strict" else "--sanitize")
-        if self.faults:
-            args.append("--verbose")
-        if self.fault_seed is not None:
-            args.append(f"--fault-seed={self.fault_seed}")
-        if self.write_cache is not None:
-            args.append(f"--write-cache={'on' if self.write_cache else 'off'}")
-        return args
+        return fault_arguments(self.faults, self.fault_seed, self.write_cache, self.sanitize)
 
     @property
     def traced(self) -> bool:
         """Faults and violations are reported through the trace: such runs are traced."""
         return self.trace or bool(self.faults) or bool(self.sanitize)
+
+
+def fault_arguments(
+    faults: Sequence[str] = (),
+    fault_seed: int | None = None,
+    write_cache: bool | None = None,
+    sanitize: bool | str = False,
+) -> list[str]:
+    """The ``ahci-emu`` options for faults, the write cache and the sanitizer (faults
+    are also said on stderr, ``--verbose``)."""
+    args = [f"--fault={spec}" for spec in faults]
+    if sanitize:
+        if sanitize not in (True, "strict"):
+            raise ValueError(f"sanitize is True or 'strict', not {sanitize!r}")
+        args.append("--sanitize=strict" if sanitize == "strict" else "--sanitize")
+    if faults:
+        args.append("--verbose")
+    if fault_seed is not None:
+        args.append(f"--fault-seed={fault_seed}")
+    if write_cache is not None:
+        args.append(f"--write-cache={'on' if write_cache else 'off'}")
+    return args
 
 
 # ---- running ahci-emu -----------------------------------------------------------------

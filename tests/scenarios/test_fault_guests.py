@@ -79,7 +79,9 @@ def test_a_stalled_command_is_recovered_by_reset(ahci, disk, how, fault):
 
 
 def test_the_guest_survives_unplug_and_replug(ahci, disk):
-    run = ahci.run("faults", disk, append="test=unplug", faults=["link-loss:nth=1,opcode=read"])
+    run = ahci.run(
+        "faults", disk, append="test=unplug", faults=["link-loss:nth=1,opcode=read,down=100"]
+    )
     run.assert_ok()
     kinds = [(e["kind"], e.get("what")) for e in run.faults_fired]
     assert kinds == [("link-loss", None), ("link-loss", "link back")]

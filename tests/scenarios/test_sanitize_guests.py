@@ -52,7 +52,7 @@ OTHERS = [
     # Recovery by COMRESET or GHC.HR with a command outstanding is legal.
     ("faults", "test=stall how=comreset", ["stall:nth=1,opcode=0x25"]),
     ("faults", "test=stall how=hba", ["stall:nth=1,opcode=0x25"]),
-    ("faults", "test=unplug", ["link-loss:nth=1,opcode=read"]),
+    ("faults", "test=unplug", ["link-loss:nth=1,opcode=read,down=100"]),
     ("faults", "test=latency", ["latency:opcode=ncq,nth=1,commands=3"]),
 ]
 

@@ -152,3 +152,25 @@ def test_a_comreset_while_the_link_is_down_finds_no_device(tmp_path):
     m.set_preg(0, regs.PxSCTL, 0)
     assert m.preg(0, regs.PxSSTS) & 0xF == 0
     assert not m.preg(0, regs.PxSERR) & regs.SERR_DIAG_X
+
+
+def test_a_non_queued_completion_held_for_commands_is_released_by_later_issues(tmp_path):
+    m, faults, _ = faulty(tmp_path, "latency:nth=1,commands=1")
+    read(m, 0)
+    assert m.preg(0, regs.PxCI) == 1  # held; the device is busy
+    read(m, 1, lba=1)  # issuing one more releases it, then the new one runs
+    assert m.preg(0, regs.PxCI) == 0
+    assert m.memory.read(DATA + 512, 512) == sector_pattern(1)
+    assert not faults.pending
+
+
+def test_a_link_down_for_polls_comes_back_at_the_nth_read_of_pxssts(tmp_path):
+    m, faults, _ = faulty(tmp_path, "link-loss:nth=1,down=3")
+    read(m, 0)
+    ssts = regs.PORT_BASE + regs.PxSSTS
+    for _ in range(2):
+        faults.before_access(ssts, True)  # as the board does before each ABAR access
+        assert m.preg(0, regs.PxSSTS) & 0xF == 0
+    faults.before_access(regs.PORT_BASE + regs.PxIS, True)  # other registers do not count
+    faults.before_access(ssts, True)
+    assert m.preg(0, regs.PxSSTS) & 0xF == regs.SSTS_DET_PRESENT

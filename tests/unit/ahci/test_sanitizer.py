@@ -113,12 +113,22 @@ def test_start_while_running(w, monkeypatch):
 
 
 def test_start_without_device(w):
+    w.m.start(0)
+    w.m.command(0, h2d(0, c=False, control=0x04), [])  # SRST asserted: the device is BSY
+    _set_header(w, 0, flags=5 | 1 << 8 | 1 << 10)
+    w.m.issue(1)
+    w.m.stop(0)
+    w.m.set_preg(0, regs.PxCMD, regs.CMD_FRE | regs.CMD_ST)
+    assert w.rules == ["start-without-device"]
+    assert "PxSSTS.DET 3 and PxTFD 0x80" in w.san.violations[0]["detail"]
+
+
+def test_starting_a_port_with_nothing_attached_is_left_alone(w):
     w.m.set_preg(2, regs.PxCLB, CLB + 0x2000)
     w.m.set_preg(2, regs.PxFB, FB + 0x200)
     w.m.set_preg(2, regs.PxCMD, regs.CMD_FRE)
     w.m.set_preg(2, regs.PxCMD, regs.CMD_FRE | regs.CMD_ST)  # port 2 has no disk
-    assert w.rules == ["start-without-device"]
-    assert "PxSSTS.DET 0" in w.san.violations[0]["detail"]
+    assert w.rules == []
 
 
 @pytest.mark.parametrize("cfl", [4, 17])

@@ -52,6 +52,7 @@ def test_power_cut_sugar_is_an_opcode_class_and_nth():
         ("latency", "commands=N or ms=T"),
         ("latency:commands=1,ms=2", "commands=N or ms=T"),
         ("stall:ms=3", "stall takes no 'ms'"),
+        ("link-loss:down=3,down-ms=4", "not both"),
         ("power-cut:write=1,flush=2", "one of write=, flush=, command="),
         ("power-cut:write=1,nth=2", "already says nth"),
     ],
