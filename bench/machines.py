@@ -4,7 +4,7 @@
   beside the running interpreter when there is one (an installed package, as a
   user runs it), else ``python -m emu.cli`` from this checkout.
 - QEMU: ``qemu-system-x86_64 -machine q35,accel=tcg`` with the disk on the q35
-  AHCI controller, as DESIGN.md's machine contract says. Its isa-debug-exit
+  AHCI controller, as the machine contract (docs/machine.md) says. Its isa-debug-exit
   makes it exit with (N << 1) | 1 for the guest's N.
 
 A run is timed from just before the process is started to just after it has
