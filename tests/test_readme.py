@@ -137,3 +137,24 @@ def test_docs_exist_and_readme_points_at_them():
     for name in ("machine.md", "architecture.md"):
         assert (ROOT / "docs" / name).is_file()
         assert f"docs/{name}" in README
+
+
+# In code, "../" is an ordinary relative path (tests build hostile ones on purpose).
+OUTSIDE_IN_CODE = re.compile(r"/work/shared|\bshared/|DESIGN\.md|STYLE\.md|prototypes/")
+
+
+def test_no_source_file_points_outside_the_repository():
+    tracked = subprocess.run(
+        ["git", "ls-files", "emu", "bench", "firmware", "tests", ".ci", "pyproject.toml"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    here = Path(__file__).relative_to(ROOT).as_posix()
+    offenders = [
+        name
+        for name in tracked
+        if name != here
+        and not name.endswith(".elf")
+        and (ROOT / name).is_file()
+        and OUTSIDE_IN_CODE.search((ROOT / name).read_text(errors="replace"))
+    ]
+    assert offenders == []
