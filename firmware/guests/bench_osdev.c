@@ -213,12 +213,8 @@ int main(uint32_t magic, const struct multiboot_info *info)
     (void)magic;
     (void)info;
     struct workload w;
-    if (workload_parse(&w, MAX_BS) != 0)
+    if (workload_parse_unflushed(&w, MAX_BS) != 0)
         return 2;
-    if (w.op == WL_WRITE && w.flush_every) {
-        printf("bench: bad arguments: this driver writes without FLUSH (flush=0)\n");
-        return 2;
-    }
     port = workload_open(&w);
     if (!port || workload_rebase(port, cmd_list, rx_fis) != AHCI_OK)
         return 2;

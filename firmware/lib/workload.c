@@ -47,6 +47,17 @@ int workload_parse(struct workload *w, uint32_t max_bs)
     return 0;
 }
 
+int workload_parse_unflushed(struct workload *w, uint32_t max_bs)
+{
+    if (workload_parse(w, max_bs) != 0)
+        return -1;
+    if (w->op == WL_WRITE && w->flush_every) {
+        printf("bench: bad arguments: this driver writes without FLUSH (flush=0)\n");
+        return -1;
+    }
+    return 0;
+}
+
 int workload_region(struct workload *w, uint64_t capacity)
 {
     w->sectors = arg_u64("sectors", w->first < capacity ? capacity - w->first : 0);

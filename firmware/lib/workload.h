@@ -53,6 +53,8 @@ struct workload {
 /* Parse the command line; bs above max_bs is refused. Prints and returns -1
  * on bad arguments, else 0. */
 int workload_parse(struct workload *w, uint32_t max_bs);
+/* workload_parse for a driver that never sends FLUSH: flush= is refused too. */
+int workload_parse_unflushed(struct workload *w, uint32_t max_bs);
 /* Fit the region to a disk of `capacity` sectors; prints and returns -1 if
  * it does not fit, else 0. */
 int workload_region(struct workload *w, uint64_t capacity);
