@@ -1,16 +1,19 @@
 """Benchmark runner: ahci-emu side by side with QEMU q35 on the same guest and disk.
 
-    python -m bench                     every workload, full counts (a few minutes)
-    python -m bench --quick             fewer counts and repetitions (under a minute)
+    python -m bench                     every workload, Linux boot included (5-10 min)
+    python -m bench --markdown FILE     ... and write the report to FILE for README
+    python -m bench --reps 3            fewer repetitions of every figure: faster
+    python -m bench --quick             a smoke run (about a minute, no Linux boot)
     python -m bench --only 'read_4k_qd1@*' --only 'chain*'
     python -m bench --only '*@bench_msi'
     python -m bench --json out.json     (default: bench/results/latest.json)
     python -m bench --list              the workload names
 
-Prints a table (ours, QEMU, ratio, target) and writes the same as JSON with
-the machine it ran on. The exit status is 0 whatever the timings say (targets
-are reported, not enforced: noise must not fail CI); it is 1 only when a run
-itself failed (a guest reported errors, a process crashed or timed out).
+Prints the report (bench/report.py: the machine line and one markdown table of
+ours, QEMU, ratio and target) and writes every sample as JSON with the machine
+it ran on; progress goes to stderr. The exit status is 0 whatever the timings
+say (targets are reported, not enforced: noise must not fail CI); it is 1 only
+when a run itself failed (a guest reported errors, a process crashed or timed out).
 """
 
 from __future__ import annotations

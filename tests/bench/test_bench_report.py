@@ -4,14 +4,16 @@ No speed is asserted anywhere: these check the report's structure, and that READ
 carries a full run's report of every workload in that same shape.
 """
 
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.__main__ import ALL_WORKLOADS  # noqa: E402
 from bench.machines import Run  # noqa: E402
-from bench.report import HEADER, render_report  # noqa: E402
+from bench.report import HEADER, render_markdown, render_report  # noqa: E402
 from bench.workloads import wall_times  # noqa: E402
 
 INFO = {
@@ -103,3 +105,16 @@ def test_wall_times_interleave_the_machines_and_take_medians():
     assert round(figures["ours"]["value"], 6) == 200.0 and figures["ours"]["best_ms"] == 100.0
     assert figures["qemu"]["samples_s"] == [1.0, 3.0, 2.0]
     assert figures["qemu"]["stable"] is False  # (3 - 1) / 2 spreads over half the median
+
+
+def test_readme_carries_a_full_runs_report_of_every_workload():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Benchmarks\n", 1)[1].split("\n## ", 1)[0]
+    assert re.search(
+        r"^Full run of `python -m bench` at \d{4}-\d\d-\d\d \d\d:\d\d UTC on ", section, re.M
+    )
+    header = render_markdown([HEADER])
+    assert header in section
+    table = section.split(header, 1)[1].split("\n\n", 1)[0]
+    names = [row.split(" | ")[0].lstrip("| ") for row in table.strip().splitlines()]
+    assert names == list(ALL_WORKLOADS)
