@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reps",
         type=int,
         metavar="N",
-        help="repetitions per count / per boot (default: 5 and 10; quick: 2 and 3)",
+        help="repetitions of every figure, per-op runs and boots (default: 5 and 10, "
+        "Linux at most 3; quick: 2 and 3): fewer is faster, more is steadier",
     )
     parser.add_argument(
         "--qemu", metavar="PATH", help="the qemu-system-x86_64 to compare with (default: from PATH)"
