@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = Context(plan, workdir, ours, qemu)
+        loads = [info["load_start"][0]]  # the 1-minute load average after every group
         for group in selected_groups(args.only, plan.quick):
             t0 = time.perf_counter()
             print(f"  {group.name} ...", end="", flush=True, file=sys.stderr)
@@ -151,11 +152,13 @@ def run(args: argparse.Namespace) -> int:
                 what = str(exc) if isinstance(exc, (RunFailed, OSError)) else repr(exc)
                 print(f" FAILED\nbench: {group.name}: {what}", file=sys.stderr)
                 results += [{"name": n, "error": what} for n in group.names]
-                continue
-            print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            results += [r.as_dict() for r in group_results]
+            else:
+                print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                results += [r.as_dict() for r in group_results]
+            loads.append(load_average()[0])
     elapsed = time.perf_counter() - start
     info["load_end"] = load_average()
+    info["load_max"] = max(loads)
     method = {
         "per_op": "median over reps of the guest's own timing of its command loop "
         "(host TSC ticks read by the guest before the first and after the last "

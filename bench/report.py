@@ -77,6 +77,7 @@ def render_markdown(rows: list[list[str]]) -> str:
 def machine_line(info: dict, method: dict, mode: str, seconds: float) -> str:
     """Where, when and how the figures were measured, in one paragraph."""
     load_start, load_end = info["load_start"][0], info["load_end"][0]
+    load_max = max(info.get("load_max", 0.0), load_start, load_end)
     qemu = f"QEMU {info['qemu']} (TCG)" if info.get("qemu") else "no QEMU"
     how = (
         "Full run of `python -m bench`"
@@ -85,8 +86,8 @@ def machine_line(info: dict, method: dict, mode: str, seconds: float) -> str:
     )
     return (
         f"{how} at {info['date']} on {info['cpu']}, "
-        f"{info['cores']} cores, load average {load_start:.2f} at the start and "
-        f"{load_end:.2f} at the end; {qemu}, Python {info['python']}, "
+        f"{info['cores']} cores, load average {load_start:.2f} at the start, "
+        f"{load_max:.2f} at most and {load_end:.2f} at the end; {qemu}, Python {info['python']}, "
         f"Unicorn {info['unicorn']}, TSC {method['tsc_mhz']:.1f} MHz. Each figure is the "
         f"median of {method['reps']} runs (start to exit: {method['boot_reps']}; "
         f"Linux: {method['linux_reps']}), interleaved between the machines; "
