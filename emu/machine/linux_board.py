@@ -367,7 +367,7 @@ class LinuxBoard(Board):
         """Run until the guest writes the debug-exit port; return the value written."""
         with (
             Watchdog(timeout, self.uc.emu_stop) as watchdog,
-            StopTimer(self.uc.emu_stop) as stopper,
+            StopTimer(self.uc) as stopper,
         ):
             self._stopper = stopper
             try:
