@@ -4,10 +4,12 @@
 waits until the expected number of SCSI disks (``/sys/block/sd*``) is there, runs
 ``/script`` with ``sh``, prints the kernel log, and ends the run by writing the
 script's exit status to port 0xF4 through ``/dev/port`` (ahci-emu exits with that
-status, QEMU's isa-debug-exit with ``(status << 1) | 1``). Its own lines start with
-``ahci-emu-init:``; :mod:`emu.linuxkit.transcript` takes a transcript apart by them.
-``/init`` does not sync: what the script leaves unsynced may never reach the disk,
-as on a power cut.
+status, QEMU's isa-debug-exit with ``(status << 1) | 1``). If the disks are still
+missing after ``DISK_WAIT_TICKS``, it does not run the script: it prints one
+``MISSING_DISKS`` line and ends with status ``MISSING_DISKS_STATUS`` instead.
+Its own lines start with ``ahci-emu-init:``; :mod:`emu.linuxkit.transcript` takes a
+transcript apart by them. ``/init`` does not sync: what the script leaves unsynced
+may never reach the disk, as on a power cut.
 
 The archive is an uncompressed newc cpio (the kernel needs no decompressor for it),
 the same bytes for the same inputs.
@@ -29,6 +31,8 @@ SCRIPT_END = f"{MARK} script end status="
 DMESG_BEGIN = f"{MARK} dmesg begin"
 DMESG_END = f"{MARK} dmesg end"
 DISK_WAIT_TICKS = 300  # tenths of a second of guest time /init waits for the disks
+MISSING_DISKS = f"{MARK} disks missing:"
+MISSING_DISKS_STATUS = 122  # below ahci-emu's own statuses (123 is a kernel panic)
 
 _INIT = """\
 #!/bin/busybox sh
@@ -48,11 +52,17 @@ while [ "$(ls /sys/block | grep -c '^sd')" -lt {disks} ] && [ $ticks -lt {wait} 
   sleep 0.1
   ticks=$((ticks + 1))
 done
-echo "{mark} $(ls /sys/block | grep -c '^sd') of {disks} disks after $ticks waits"
-echo "{begin}"
-sh /script
-status=$?
-echo "{end}$status"
+found=$(ls /sys/block | grep -c '^sd')
+if [ "$found" -lt {disks} ]; then
+  echo "{missing} $found of {disks} after {wait_seconds} s; the script did not run"
+  status={missing_status}
+else
+  echo "{mark} $found of {disks} disks after $ticks waits"
+  echo "{begin}"
+  sh /script
+  status=$?
+  echo "{end}$status"
+fi
 echo "{dmesg_begin}"
 dmesg
 echo "{dmesg_end}"
@@ -69,6 +79,9 @@ def init_script(disks: int) -> str:
         mark=MARK,
         disks=disks,
         wait=DISK_WAIT_TICKS,
+        wait_seconds=DISK_WAIT_TICKS // 10,
+        missing=MISSING_DISKS,
+        missing_status=MISSING_DISKS_STATUS,
         begin=SCRIPT_BEGIN,
         end=SCRIPT_END,
         dmesg_begin=DMESG_BEGIN,

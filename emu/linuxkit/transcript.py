@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from emu.linuxkit.initramfs import DMESG_BEGIN, DMESG_END, MARK, SCRIPT_BEGIN, SCRIPT_END
+from emu.linuxkit.initramfs import (
+    DMESG_BEGIN,
+    DMESG_END,
+    MARK,
+    MISSING_DISKS,
+    SCRIPT_BEGIN,
+    SCRIPT_END,
+)
 
 # A kernel message on the console: "[    1.234567] text" (CONFIG_PRINTK_TIME).
 KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
@@ -20,6 +27,11 @@ class Parts:
     status: int | None
     dmesg: list[str]
     notes: list[str]
+
+    @property
+    def disks_missing(self) -> bool:
+        """``/init`` gave up waiting for the disks and did not run the script."""
+        return any(note.startswith(MISSING_DISKS) for note in self.notes)
 
 
 def split(transcript: str) -> Parts:

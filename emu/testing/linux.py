@@ -57,7 +57,9 @@ class LinuxRun(GuestRun):
     it to port 0xF4; 124 timeout; QEMU's already decoded). ``output`` is what the
     script printed (kernel console lines left out), ``status`` its exit status as
     /init saw it (None if it never ended), ``dmesg`` the kernel log lines /init
-    printed after it, ``notes`` /init's own lines."""
+    printed after it, ``notes`` /init's own lines. ``disks_missing``: /init
+    gave up waiting for the disks, did not run the script and ended the run
+    with ``MISSING_DISKS_STATUS`` (122)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +67,7 @@ class LinuxRun(GuestRun):
         parts = split(self.transcript)
         self.output, self.status = parts.output, parts.status
         self.dmesg, self.notes = parts.dmesg, parts.notes
+        self.disks_missing = parts.disks_missing
 
     @property
     def passed(self) -> bool:
@@ -141,6 +144,7 @@ class LinuxRig:
         files: Mapping[str, bytes] | None = None,
         faults: Iterable[str] = (),
         sanitize: bool | str = False,
+        wait_disks: int | None = None,
     ) -> LinuxRun:
         """Boot Linux with ``script`` as its test, ``disks`` on ports 0, 1, ...
         (``ahci-emu run KERNEL ... --disk ...``), or start machine folder ``vm``
@@ -150,7 +154,8 @@ class LinuxRig:
         ``--trace`` (never under QEMU); ``modules``/``files`` as
         :func:`~emu.linuxkit.initramfs.build_initramfs` takes them. ``faults`` and
         ``sanitize`` are :meth:`Rig.run`'s (ahci-emu only; such runs are traced, for
-        ``run.faults_fired`` and ``run.violations``)."""
+        ``run.faults_fired`` and ``run.violations``). ``wait_disks``: how many disks
+        /init waits for before it runs the script (default: as many as the boot has)."""
         backend = backend or self.backend
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -161,8 +166,9 @@ class LinuxRig:
         if vm is not None and disks:
             raise ValueError("give disks or a machine folder, not both")
         paths = [self.rig.path(d) for d in disks]
-        count = len(vm.info()["attachments"]) if vm is not None else len(paths)
-        initrd = self.initramfs(script, disks=count, modules=modules, files=files)
+        if wait_disks is None:
+            wait_disks = len(vm.info()["attachments"]) if vm is not None else len(paths)
+        initrd = self.initramfs(script, disks=wait_disks, modules=modules, files=files)
         timeout = timeout or self.timeout
         cmdline = f"{self.append} {append}".strip()
         rundir = self.rig.path(f"runs/{len(self.rig.runs) + 1:03d}-linux-{backend}")

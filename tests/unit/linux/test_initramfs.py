@@ -6,6 +6,8 @@ from support.newc import parse_newc
 from emu.linuxkit.initramfs import (
     DMESG_BEGIN,
     DMESG_END,
+    MISSING_DISKS,
+    MISSING_DISKS_STATUS,
     SCRIPT_BEGIN,
     SCRIPT_END,
     build_initramfs,
@@ -50,6 +52,20 @@ def test_init_waits_for_the_disks_and_exits_through_port_0xf4():
     assert "-lt 3 ]" in text
     assert "of=/dev/port bs=1 seek=244 count=1" in text  # 244 = 0xF4
     assert text.index("sh /script") < text.index("dmesg") < text.index("of=/dev/port")
+
+
+def test_init_does_not_run_the_script_without_its_disks():
+    text = init_script(2)
+    missing = text.index(MISSING_DISKS)
+    assert f"status={MISSING_DISKS_STATUS}" in text[missing:]
+    assert missing < text.index("sh /script")  # the script runs on the other branch only
+    assert MISSING_DISKS_STATUS < 123  # below ahci-emu's own exit statuses
+
+
+def test_a_transcript_with_missing_disks_says_so():
+    parts = split(f"{MISSING_DISKS} 0 of 1 after 30 s; the script did not run\n{DMESG_BEGIN}\n")
+    assert parts.disks_missing and parts.status is None and parts.output == []
+    assert not split(f"{SCRIPT_BEGIN}\n{SCRIPT_END}0\n").disks_missing
 
 
 def test_the_archive_holds_busybox_the_stack_in_order_and_the_script(tmp_path):

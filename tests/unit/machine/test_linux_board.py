@@ -107,3 +107,36 @@ def test_cpuid_15h_never_overflows_linux_32_bit_product():
         assert crystal_khz * numerator < 1 << 32
         tsc_khz = crystal_khz * numerator // denominator
         assert abs(tsc_khz * 1000 - tsc_hz) / tsc_hz < 1e-4
+
+
+def test_syscall_and_kernel_cpuid_take_effect_while_a_stop_is_pending(tmp_path):
+    """A self-IPI the guest cannot take yet (IF=0) makes the board ask Unicorn for a
+    stop, and the rest of the block still runs: Unicorn then skips every instruction
+    hook after the first one in its list that the instruction's address is inside.
+    SYSCALL (from a lower-half address, as user code) must still enter LSTAR, and
+    CPUID from the upper half (as kernel code) must still give the board's leaf 15h;
+    a skipped SYSCALL falls through (status 3), a native CPUID fails (status 5)."""
+    code = bytes.fromhex(
+        "488b042500000100"  # 0x00 mov rax, [PML4]
+        "48890425f80f0100"  # 0x08 mov [PML4 + 511 * 8], rax: an upper-half alias
+        "0f20d80f22d8"  # 0x10 mov rax, cr3; mov cr3, rax
+        "bb0000e0fe"  # 0x16 mov ebx, 0xFEE00000
+        "c783f0000000ff010000"  # 0x1b SVR = 0x1FF: APIC on
+        "b9820000c0b8d600000131d20f30"  # 0x25 LSTAR = handler (0x96)
+        "b9810000c031c0ba100000000f30"  # 0x33 STAR: SYSCALL CS = 0x10
+        "b9840000c0b80002000031d20f30"  # 0x41 FMASK = IF
+        "48b89b00000180ffffff"  # 0x4f mov rax, upper-half alias of 0x5b
+        "ffe0"  # 0x59 jmp rax
+        "c7830003000040000400"  # 0x5b ICR: self-IPI, vector 0x40 (IF=0: a stop)
+        "b81500000031c90fa2"  # 0x65 cpuid(15h, 0)
+        "81f940787d01751c"  # 0x6e cmp ecx, 25000000 (the board's crystal); jne 0x92
+        "b8bd000001ffe0"  # 0x76 mov eax, 0x7d; jmp rax (back to the lower half)
+        "c7830003000040000400"  # 0x7d ICR: the same self-IPI (a stop again)
+        "b83c0000000f05"  # 0x87 mov eax, 60; syscall
+        "b003e6f4"  # 0x8e fell through: exit 3
+        "b005e6f4"  # 0x92 CPUID was not the board's: exit 5
+        "b007e6f4"  # 0x96 LSTAR: exit 7
+    )
+    assert CRYSTAL_HZ == 25_000_000
+    proc = run(tmp_path, kernel_text(code), "--timeout", "30")
+    assert proc.returncode == 7, proc.stderr
