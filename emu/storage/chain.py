@@ -11,10 +11,11 @@ Opening costs O(depth), not O(depth x blocks): the resolved map is filled in as
 blocks are first used.
 
 Open files: the leaf stays open; of the parents, at most
-:func:`open_parents_limit` (an eighth of ``ulimit -n``, at least 8) keep a
-descriptor (and their shared lock), the most recently read. The others
-are parked (see :meth:`emu.storage.vdi.VdiImage.park`): parents without data
-first, as they are never read; a parked parent is reopened when a read needs it,
+:func:`open_parents_limit` (an eighth of ``ulimit -n``, at least 8, after raising
+the soft limit toward the hard one if the chain needs it) keep a descriptor (and
+their shared lock), the most recently read. The others are parked (see
+:meth:`emu.storage.vdi.VdiImage.park`): parents without data first, as they are
+never read; a parked parent is reopened when a read needs it,
 and refused if it changed meanwhile. So a chain's depth is not bounded by the
 open-files limit (``ulimit -n``), only chains deeper than that limit + 1 leave
 some parents unlocked, and reads cost the same at any depth once resolved.
