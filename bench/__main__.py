@@ -1,16 +1,19 @@
 """Benchmark runner: ahci-emu side by side with QEMU q35 on the same guest and disk.
 
-    python -m bench                     every workload, full counts (a few minutes)
-    python -m bench --quick             fewer counts and repetitions (under a minute)
+    python -m bench                     every workload, Linux boot included (5-10 min)
+    python -m bench --markdown FILE     ... and write the report to FILE for README
+    python -m bench --reps 3            fewer repetitions of every figure: faster
+    python -m bench --quick             a smoke run (about a minute, no Linux boot)
     python -m bench --only 'read_4k_qd1@*' --only 'chain*'
     python -m bench --only '*@bench_msi'
     python -m bench --json out.json     (default: bench/results/latest.json)
     python -m bench --list              the workload names
 
-Prints a table (ours, QEMU, ratio, target) and writes the same as JSON with
-the machine it ran on. The exit status is 0 whatever the timings say (targets
-are reported, not enforced: noise must not fail CI); it is 1 only when a run
-itself failed (a guest reported errors, a process crashed or timed out).
+Prints the report (bench/report.py: the machine line and one markdown table of
+ours, QEMU, ratio and target) and writes every sample as JSON with the machine
+it ran on; progress goes to stderr. The exit status is 0 whatever the timings
+say (targets are reported, not enforced: noise must not fail CI); it is 1 only
+when a run itself failed (a guest reported errors, a process crashed or timed out).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from pathlib import Path
 
 from bench.clock import tsc_hz
 from bench.linux import LINUX_GROUP
-from bench.machines import Ours, RunFailed, find_qemu, machine_info
+from bench.linux import REPS as LINUX_REPS
+from bench.machines import Ours, RunFailed, find_qemu, load_average, machine_info
+from bench.report import render_report
 from bench.workloads import GROUPS, UNSTABLE_SPREAD, WORKLOADS, Context, Plan, Result
 
 # Linux boots take tens of seconds: in full runs and --only, never in --quick.
@@ -66,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reps",
         type=int,
         metavar="N",
-        help="repetitions per count / per boot (default: 5 and 10; quick: 2 and 3)",
+        help="repetitions of every figure, per-op runs and boots (default: 5 and 10, "
+        "Linux at most 3; quick: 2 and 3): fewer is faster, more is steadier",
     )
     parser.add_argument(
         "--qemu", metavar="PATH", help="the qemu-system-x86_64 to compare with (default: from PATH)"
@@ -77,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         metavar="DIR",
         help="keep the disk images here (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help="also write the report (machine line, table, legend) to FILE, as README shows it",
     )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = parser.parse_args(argv)
@@ -103,72 +115,6 @@ def selected_groups(only: list[str], quick: bool = False):
     ]
 
 
-# ---- formatting ---------------------------------------------------------------------
-
-
-def fmt_value(value: object, unit: str) -> str:
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if unit == "ops/s":
-        return f"{value:,.0f}"
-    if unit in ("us/read",):
-        return f"{value:.2f} us"
-    if unit == "ms":
-        return f"{value:.1f} ms"
-    if unit == "s":
-        return f"{value:.2f} s"
-    return f"{value:,.1f}"
-
-
-def cell(figure: dict | None, unit: str) -> str:
-    if figure is None:
-        return "n/a"
-    text = fmt_value(figure.get("value"), unit)
-    if "per_op_us" in figure and unit in ("ops/s", "MB/s"):
-        text += f" ({figure['per_op_us']:.2f} us/op)"
-    if figure.get("stable") is False:
-        text += " unstable"
-    return text
-
-
-def table_rows(results: list[dict]) -> list[list[str]]:
-    rows = [["workload", "unit", "ours", "QEMU", "ratio", "target", "met"]]
-    for r in results:
-        if "error" in r:
-            rows.append([r["name"], "", "FAILED", "", "", "", ""])
-            continue
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        target = r["target"]
-        rows.append(
-            [
-                r["name"],
-                r["unit"],
-                cell(r["ours"], r["unit"]),
-                cell(r["qemu"], r["unit"]),
-                ratio,
-                target["text"] if target else "",
-                ("yes" if target["met"] else "NO") if target else "",
-            ]
-        )
-    return rows
-
-
-def render_table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def render_markdown(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    return "\n".join(out)
-
-
 # ---- running --------------------------------------------------------------------------
 
 
@@ -180,10 +126,14 @@ def run(args: argparse.Namespace) -> int:
         print("bench: qemu-system-x86_64 not found: measuring ours only", file=sys.stderr)
     info = machine_info(ours, qemu)
     print(
-        f"machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
-        f"Unicorn {info['unicorn']}, QEMU {info['qemu'] or 'absent'}"
+        f"machine: {info['cpu']}, {info['cores']} cores, load average "
+        f"{info['load_start'][0]:.2f}; Python {info['python']}, Unicorn {info['unicorn']}, "
+        f"QEMU {info['qemu'] or 'absent'}",
+        file=sys.stderr,
     )
-    print(f"mode: {'quick' if plan.quick else 'full'}; ours: {info['ours_command']}")
+    print(
+        f"mode: {'quick' if plan.quick else 'full'}; ours: {info['ours_command']}", file=sys.stderr
+    )
     results: list[dict] = []
     failed = False
     start = time.perf_counter()
@@ -191,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = Context(plan, workdir, ours, qemu)
+        loads = [info["load_start"][0]]  # the 1-minute load average after every group
         for group in selected_groups(args.only, plan.quick):
             t0 = time.perf_counter()
             print(f"  {group.name} ...", end="", flush=True, file=sys.stderr)
@@ -201,47 +152,51 @@ def run(args: argparse.Namespace) -> int:
                 what = str(exc) if isinstance(exc, (RunFailed, OSError)) else repr(exc)
                 print(f" FAILED\nbench: {group.name}: {what}", file=sys.stderr)
                 results += [{"name": n, "error": what} for n in group.names]
-                continue
-            print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            results += [r.as_dict() for r in group_results]
+            else:
+                print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                results += [r.as_dict() for r in group_results]
+            loads.append(load_average()[0])
     elapsed = time.perf_counter() - start
-    rows = table_rows(results)
+    info["load_end"] = load_average()
+    info["load_max"] = max(loads)
+    method = {
+        "per_op": "median over reps of the guest's own timing of its command loop "
+        "(host TSC ticks read by the guest before the first and after the last "
+        "command), repetitions interleaved between machines; 'unstable' when "
+        f"(max - min) / median > {UNSTABLE_SPREAD}",
+        "whole_run": "median over boot_reps of process start to exit, wall clock",
+        "tsc_mhz": tsc_hz() / 1e6,
+        "reps": plan.reps,
+        "boot_reps": plan.boot_reps,
+        "linux_reps": min(plan.boot_reps, LINUX_REPS),
+        "counts": plan.counts,
+    }
+    mode = "quick" if plan.quick else "full"
+    report = render_report(info, method, mode, elapsed, results)
     print()
-    print(render_table(rows))
-    print(
-        "ratio: ops/s and MB/s rows: ours speed / QEMU speed (higher is better); ms rows: "
-        "ours time / QEMU time (lower is better);\n       chain rows: per-read cost / depth 1; "
-        "suite_n2: serial time / -n 2 time.\nfigures: medians of the repetitions; per-op "
-        "times are the guest's own (TSC around its command loop); 'unstable': the "
-        "samples spread too far"
-    )
+    print(report)
     targets = [r["target"] for r in results if r.get("target")]
     met = sum(t["met"] for t in targets)
     print(
-        f"\ntargets met: {met}/{len(targets)}; {elapsed:.1f} s in all"
+        f"targets met: {met}/{len(targets)}; {elapsed:.1f} s in all"
         + ("; timings are reported only, never fail the run" if met < len(targets) else "")
     )
     document = {
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "mode": "quick" if plan.quick else "full",
+        "mode": mode,
         "seconds": elapsed,
         "machine": info,
-        "method": {
-            "per_op": "median over reps of the guest's own timing of its command loop "
-            "(host TSC ticks read by the guest before the first and after the last "
-            f"command, at {tsc_hz() / 1e6:.1f} MHz), repetitions interleaved between "
-            f"machines; 'unstable' when (max - min) / median > {UNSTABLE_SPREAD}",
-            "whole_run": "median over boot_reps of process start to exit, wall clock",
-            "reps": plan.reps,
-            "boot_reps": plan.boot_reps,
-            "counts": plan.counts,
-        },
+        "method": method,
         "workloads": results,
-        "table_markdown": render_markdown(rows),
+        "report_markdown": report,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(_clean(document), indent=2, allow_nan=False) + "\n")
     print(f"results: {args.json}")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(report)
+        print(f"report: {args.markdown}")
     return 1 if failed else 0
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.machines import Machine, Ours, Qemu, Run, RunFailed
-from bench.workloads import Context, Group, Result, Target, _ratio, figure
+from bench.workloads import Context, Group, Result, Target, _ratio, wall_times
 from emu.linuxkit.initramfs import build_initramfs
 from emu.linuxkit.material import MaterialError, load
 from emu.linuxkit.transcript import split
@@ -71,22 +71,13 @@ def linux_boot(ctx: Context) -> list[Result]:
     machines: list[Machine] = [_LinuxOurs(initrd)]
     if ctx.qemu is not None:
         machines.append(_LinuxQemu(ctx.qemu.binary, initrd))
-    samples: dict[str, list[float]] = {m.name: [] for m in machines}
-    for _ in range(min(ctx.plan.boot_reps, REPS)):
-        for machine in machines:
-            run = machine.run(material.kernel, APPEND, ctx.data_disk(machine))
-            _check(run, machine)
-            samples[machine.name].append(run.seconds)
-    figures = {}
-    for name, values in samples.items():
-        fig = figure(values)  # the median, as the other boot workloads report
-        figures[name] = {
-            "value": fig["per_op_us"],
-            "best_s": fig["per_op_us_min"],
-            "spread": fig["spread"],
-            "stable": fig["stable"],
-            "samples_s": values,
-        }
+
+    def run_checked(machine: Machine) -> Run:
+        run = machine.run(material.kernel, APPEND, ctx.data_disk(machine))
+        _check(run, machine)
+        return run
+
+    figures = wall_times(machines, min(ctx.plan.boot_reps, REPS), run_checked, "s")
     ours, qemu = figures["ours"], figures.get("qemu")
     ratio = _ratio(ours["value"], qemu["value"] if qemu else None)
     target = None

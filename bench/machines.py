@@ -13,6 +13,7 @@ exited (wall clock), so it includes everything a user waits for.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import re
@@ -147,14 +148,30 @@ def find_qemu(path: str | None = None) -> Qemu | None:
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, with its family and model numbers (a
+    virtual machine's name can be as short as "AMD EPYC")."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first CPU's block ends at its blank line
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def load_average() -> tuple[float, float, float]:
+    """The host's 1, 5 and 15 minute load averages (zeros where the OS has none)."""
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (0.0, 0.0, 0.0)
 
 
 def machine_info(ours: Ours, qemu: Qemu | None) -> dict[str, object]:
@@ -165,8 +182,10 @@ def machine_info(ours: Ours, qemu: Qemu | None) -> dict[str, object]:
     except metadata.PackageNotFoundError:
         unicorn = "unknown"
     return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "load_start": load_average(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "unicorn": unicorn,

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from emu.ahci import fis, regs
 from emu.ahci.cmdtable import (
     CFIS_OFFSET,
+    HEADER,
     HEADER_SIZE,
+    header_outside,
     parse_prdt,
     prdt_buffers,
-    read_header,
     write_prdbc,
 )
 from emu.ata.disk import sector_range
@@ -32,6 +33,7 @@ from emu.ata.taskfile import (
     Completion,
     Protocol,
     Request,
+    TaskFile,
 )
 from emu.machine.memory import HostBusError, HostMemory
 
@@ -67,7 +69,8 @@ _IS_FATAL = regs.IS_FATAL
 _CMD_ST = regs.CMD_ST
 _CMD_CCS_MASK = regs.CMD_CCS_MASK
 _CMD_CCS_SHIFT = regs.CMD_CCS_SHIFT
-_parse_h2d = fis.parse_h2d
+_read_h2d = fis.read_h2d
+_HEADER = HEADER
 _write_d2h = fis.write_d2h
 # The FIS that ends a successful command, by protocol (indexed by Protocol's value):
 # data-in PIO ends with its PIO Setup FIS's E_Status, no D2H FIS (SATA 11.7).
@@ -87,6 +90,7 @@ class CommandEngine:
         self.port = port
         self.memory = memory
         self._bus_master = bus_master
+        self._walked: dict = {}  # PRDTs seen, by their bytes (cmdtable.prdt_buffers)
         self.reset()
 
     def reset(self) -> None:
@@ -205,17 +209,21 @@ class CommandEngine:
         area = port.rfis
         ram = self.memory.mem
         command_list = port.clbu << 32 | port.clb
-        observer = port.observer
+        # Nothing watches or perturbs the commands: plain transfers take the lean path.
+        lean = port.observer is None and port.faults is None
+        execute = self._execute
+        unpack_header = _HEADER.unpack_from
         while port.ci and not (self.halted or self.stalled or self.busy):
             pending = port.ci
             slot = (pending & -pending).bit_length() - 1
             port.cmd = (port.cmd & ~_CMD_CCS_MASK) | slot << _CMD_CCS_SHIFT
+            header = command_list + slot * HEADER_SIZE
             try:
-                header = command_list + slot * HEADER_SIZE
-                prdtl, table = read_header(ram, header)
-                if observer is not None:
-                    observer.command_fetched(port, slot, header, table, prdtl)
-                self._execute(slot, header, table, prdtl, area)
+                try:
+                    dw0, _prdbc, ctba, ctbau = unpack_header(ram, header)
+                except (struct.error, OverflowError):
+                    raise header_outside(header) from None
+                execute(slot, header, dw0 >> 16, ctbau << 32 | (ctba & ~0x7F), area, lean)
             except HostBusError as exc:
                 self._host_bus_fatal(slot, str(exc))
         self._post_completions(area)
@@ -229,27 +237,55 @@ class CommandEngine:
             self.post(area, _SDB, GOOD, tags=tags)
 
     def _execute(
-        self, slot: int, header: int, table: int, prdtl: int, area: memoryview | None
+        self, slot: int, header: int, prdtl: int, table: int, area: memoryview | None, lean: bool
     ) -> None:
+        """Run the command of ``slot`` (its command header at ``header``, its table at
+        ``table`` with ``prdtl`` PRD entries). With ``lean``, a plain sector transfer
+        (READ/WRITE DMA EXT, READ/WRITE FPDMA QUEUED) that is in range, with a PRDT that
+        covers it and (queued) its slot as tag, runs without a task file or a request;
+        everything else takes the full path, which reports every error."""
         ram = self.memory.mem
+        port = self.port
+        observer = port.observer
+        if observer is not None:
+            observer.command_fetched(port, slot, header, table, prdtl)
         try:
-            kind, flags, tf = _parse_h2d(ram, table + CFIS_OFFSET)
+            kind, flags, command, features, lba, count, device, control = _read_h2d(
+                ram, table + CFIS_OFFSET
+            )
         except (struct.error, OverflowError):
             raise HostBusError(f"command table at 0x{table:x} is outside guest RAM") from None
         if kind != fis.TYPE_REG_H2D:
             self._refuse(slot, area, ABORTED, "command FIS is not a Register H2D FIS")
             return
         if not flags & fis.H2D_C:
-            self._device_control(slot, area, tf.control)
+            self._device_control(slot, area, control)
             return
-        disk = self.port.disk
+        disk = port.disk
+        if lean:
+            plain = disk.decode_transfer(command, features, lba, count, device)
+            if plain is not None:
+                first, nbytes, tag, write = plain
+                buffers, interrupt_on_piece = prdt_buffers(
+                    self.memory, table, prdtl, nbytes, self._walked
+                )
+                if buffers is not None and (tag is None or tag == slot):
+                    if tag is None:
+                        done = disk.transfer(command, first, buffers, None, write, device)
+                        self.complete(area, slot, header, done, nbytes, interrupt_on_piece)
+                    else:
+                        self._accept(slot, area, True, not write, nbytes)
+                        done = disk.transfer(command, first, buffers, tag, write, device)
+                        self._queued_done(area, slot, done)
+                    return
+        tf = TaskFile(command, features, lba, count, device, control)
         try:
             req = disk.decode(tf)
         except AtaError as err:
             self._refuse(slot, area, err.completion, f"command {tf.command:#04x} refused")
             return
         nbytes = req.nbytes
-        buffers, interrupt_on_piece = prdt_buffers(self.memory, table, prdtl, nbytes)
+        buffers, interrupt_on_piece = prdt_buffers(self.memory, table, prdtl, nbytes, self._walked)
         if buffers is None:
             self._overflow(slot, nbytes)
             return
@@ -257,27 +293,21 @@ class CommandEngine:
         if queued and req.tag != slot:  # AHCI 5.3.2: the tag of an NCQ command is its slot
             self._refuse(slot, area, ABORTED, f"NCQ tag {req.tag} issued in slot {slot}")
             return
-        faults = self.port.faults
+        faults = port.faults
         fault = None
         if faults is not None:
             lba, count = sector_range(tf)
-            fault = faults.check(self.port.index, slot, tf.command, lba, count)
+            fault = faults.check(port.index, slot, tf.command, lba, count)
         if queued:
-            # The device accepts the command: a D2H FIS with BSY clear and I=0 frees the
-            # slot, then a DMA Setup FIS opens the transfer.
-            self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
-            if area is not None and (fault is None or fault.kind == "latency"):
-                fis.write_dma_setup(
-                    area, slot, to_host=req.protocol is Protocol.FPDMA_IN, transfer_count=nbytes
-                )
+            setup = fault is None or fault.kind == "latency"
+            self._accept(slot, area, setup, req.protocol is Protocol.FPDMA_IN, nbytes)
         if fault is not None and fault.kind != "latency":
             self._lose(fault)
             return
         done = disk.execute(req, buffers)
-        observer = self.port.observer
         if observer is not None:
             observer.command_done(
-                self.port,
+                port,
                 slot,
                 tf,
                 parse_prdt(ram, table, prdtl),
@@ -288,14 +318,44 @@ class CommandEngine:
         if fault is not None:  # latency: the completion waits
             if not queued:
                 self.busy = True  # the device is busy with it: later slots wait
-                self.port.tfd = (self.port.tfd & ~0xFF) | STATUS_BSY
+                port.tfd = (port.tfd & ~0xFF) | STATUS_BSY
             held = (slot, header, req, done, interrupt_on_piece)
-            faults.hold(self.port.index, fault, lambda: self._release(*held))
-        elif not queued:
-            self.complete(area, slot, header, req, done, interrupt_on_piece)
-        elif done is GOOD or not done.failed:
-            self._completed_tags |= 1 << slot  # its SDB FIS goes with the batch's
-        else:  # the error goes in an SDB FIS of its own, after the batch's
+            faults.hold(port.index, fault, lambda: self._release(*held))
+        else:
+            self._ended(area, slot, header, req, done, interrupt_on_piece)
+
+    def _accept(
+        self, slot: int, area: memoryview | None, setup: bool, to_host: bool, nbytes: int
+    ) -> None:
+        """The device accepts a queued command: a D2H FIS with BSY clear and I=0 frees the
+        slot, then (``setup``) a DMA Setup FIS opens the transfer."""
+        self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
+        if setup and area is not None:
+            fis.write_dma_setup(area, slot, to_host=to_host, transfer_count=nbytes)
+
+    def _ended(
+        self,
+        area: memoryview | None,
+        slot: int,
+        header: int,
+        req: Request,
+        done: Completion,
+        interrupt_on_piece: bool,
+    ) -> None:
+        """``req`` (issued in ``slot``) ended with ``done``: its completion is posted."""
+        if req.tag is None:
+            ending = _ENDING[req.protocol]
+            pio = None if ending is _D2H else req
+            self.complete(area, slot, header, done, req.nbytes, interrupt_on_piece, pio)
+        else:
+            self._queued_done(area, slot, done)
+
+    def _queued_done(self, area: memoryview | None, slot: int, done: Completion) -> None:
+        """A queued command ended: done, its SDB FIS goes with the batch's; failed, the
+        error goes in an SDB FIS of its own, after the batch's."""
+        if done is GOOD or not done.failed:
+            self._completed_tags |= 1 << slot
+        else:
             self._post_completions(area)
             self.post(area, _SDB, done, 0, _IS_TFES)
 
@@ -322,7 +382,7 @@ class CommandEngine:
         area = self.port.rfis
         if req.tag is None:
             self.busy = False
-            self.complete(area, slot, header, req, done, interrupt_on_piece)
+            self._ended(area, slot, header, req, done, interrupt_on_piece)
         elif done is GOOD or not done.failed:
             self.post(area, _SDB, GOOD, tags=1 << slot)
         else:
@@ -335,27 +395,30 @@ class CommandEngine:
         area: memoryview | None,
         slot: int,
         header: int,
-        req: Request,
         done: Completion,
+        nbytes: int,
         interrupt_on_piece: bool = False,
+        pio: Request | None = None,
     ) -> None:
-        """The disk finished ``req``, a command that is not queued (issued in ``slot``,
-        its command header at ``header``), with ``done``: PRDBC, then the ending FIS."""
+        """A command that is not queued (issued in ``slot``, its command header at
+        ``header``) ended with ``done`` after moving ``nbytes``: PRDBC, then the ending
+        FIS. ``pio`` is the request of a PIO data command (it ends with PIO Setup FISes),
+        None for the others (a Register D2H FIS)."""
+        ram = self.memory.mem
         if done is not GOOD and done.failed:
-            write_prdbc(self.memory.mem, header, 0)
+            write_prdbc(ram, header, 0)
             self.post(area, _D2H, done, 0, _IS_TFES)
             return
-        nbytes = req.nbytes
-        write_prdbc(self.memory.mem, header, nbytes)
-        kind = _ENDING[req.protocol]
+        write_prdbc(ram, header, nbytes)
         bits = _IS_DPS if interrupt_on_piece else 0
-        if kind is _D2H:  # the common case, first
+        if pio is None:  # the common case, first
             self.post(area, _D2H, done, 1 << slot, bits)
             return
         # PIO moves DRQ blocks, each after a PIO Setup FIS (SATA 11.7, 11.8); the area
         # keeps the last block's. Data-in Setup FISes have I set; data-out ones have it
         # from the second block on, asking for the next block (PxIS.PSS).
-        block = req.drq_block
+        kind = _ENDING[pio.protocol]
+        block = pio.drq_block
         last = nbytes - (nbytes - 1) // block * block if nbytes else 0
         if kind is _PIO_OUT and nbytes > block:
             bits |= _IS_PSS

@@ -36,8 +36,11 @@ _D2H_GOOD = _D2H.pack(TYPE_REG_D2H, FLAG_I, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0,
 _D2H_GOOD_NO_I = _D2H.pack(TYPE_REG_D2H, 0, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-def parse_h2d(buffer: bytes | memoryview, offset: int = 0) -> tuple[int, int, TaskFile]:
-    """(FIS type, flags byte, task file) of a Register H2D FIS at ``offset``."""
+def read_h2d(
+    buffer: bytes | memoryview, offset: int = 0
+) -> tuple[int, int, int, int, int, int, int, int]:
+    """(FIS type, flags byte, command, features, LBA, count, device, control) of a Register
+    H2D FIS at ``offset``, the task file registers expanded to full widths (as TaskFile)."""
     kind, flags, command, features, low, high, count, _icc, control = _H2D.unpack_from(
         buffer, offset
     )
@@ -45,15 +48,19 @@ def parse_h2d(buffer: bytes | memoryview, offset: int = 0) -> tuple[int, int, Ta
     return (
         kind,
         flags,
-        TaskFile(
-            command,
-            features | (high >> 24) << 8,
-            (low & 0xFFFFFF) | (high & 0xFFFFFF) << 24,
-            count,
-            low >> 24,
-            control,
-        ),
+        command,
+        features | (high >> 24) << 8,
+        (low & 0xFFFFFF) | (high & 0xFFFFFF) << 24,
+        count,
+        low >> 24,
+        control,
     )
+
+
+def parse_h2d(buffer: bytes | memoryview, offset: int = 0) -> tuple[int, int, TaskFile]:
+    """(FIS type, flags byte, task file) of a Register H2D FIS at ``offset``."""
+    kind, flags, *registers = read_h2d(buffer, offset)
+    return kind, flags, TaskFile(*registers)
 
 
 def _lba_bytes(lba: int) -> tuple[int, int, int, int, int, int]:

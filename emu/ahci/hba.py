@@ -53,6 +53,7 @@ class AhciHba:
             AhciPort(i, memory, disk, self._port_interrupt, bus_master, tracer, faults)
             for i, disk in enumerate(disks)
         ]
+        self._nports = len(self.ports)
         self.ghc = regs.GHC_AE
         self.is_ = 0
 
@@ -88,6 +89,9 @@ class AhciHba:
 
     def read(self, offset: int, size: int) -> int:
         if size == 4 and not offset & 3:
+            if offset >= regs.PORT_BASE and not self._trace_registers:  # the common case
+                index = (offset - regs.PORT_BASE) >> 7
+                return self.ports[index].read(offset & 0x7F) if index < self._nports else 0
             value = self._read32(offset)
         else:
             value = self._read32(offset & ~3) >> (8 * (offset & 3)) & ((1 << (8 * size)) - 1)
@@ -99,6 +103,11 @@ class AhciHba:
         if self._trace_registers:
             self.tracer.register("write", offset, size, value)
         if size == 4 and not offset & 3:
+            if offset >= regs.PORT_BASE:  # the common case
+                index = (offset - regs.PORT_BASE) >> 7
+                if index < self._nports:
+                    self.ports[index].write(offset & 0x7F, value)
+                return
             self._write32(offset, value, 0xFFFFFFFF)
             return
         shift = 8 * (offset & 3)
@@ -109,7 +118,7 @@ class AhciHba:
         if offset >= regs.PORT_BASE:
             # PORT_BASE and PORT_STRIDE are aligned: the register is the low 7 bits.
             index = (offset - regs.PORT_BASE) >> 7
-            return self.ports[index].read(offset & 0x7F) if index < len(self.ports) else 0
+            return self.ports[index].read(offset & 0x7F) if index < self._nports else 0
         if offset == regs.IS:
             self._refresh_is()
             return self.is_
@@ -123,7 +132,7 @@ class AhciHba:
     def _write32(self, offset: int, value: int, mask: int) -> None:
         if offset >= regs.PORT_BASE:
             index = (offset - regs.PORT_BASE) >> 7
-            if index < len(self.ports):
+            if index < self._nports:
                 self.ports[index].write(offset & 0x7F, value, mask)
         elif offset == regs.GHC:
             if value & regs.GHC_HR:
@@ -145,5 +154,5 @@ class AhciHba:
     def _refresh_is(self) -> None:
         """IS.IPS[n] stays set while port n still has an enabled interrupt pending."""
         for port in self.ports:
-            if port.interrupt_pending:
+            if port.is_ & port.ie or (port.serr and port.interrupt_pending):
                 self.is_ |= 1 << port.index

@@ -115,14 +115,32 @@ _LBA_RANGE_ENTRY = struct.Struct("<Q")  # DSM: LBA(47:0) | length(15:0) << 48
 _LOG_PAGES = {LOG_DIRECTORY: 1, LOG_NCQ_COMMAND_ERROR: 1}
 
 
-def _extent(tf: TaskFile) -> tuple[int, int]:
+# The plain sector transfers a host adapter may run through decode_transfer() and
+# transfer() rather than decode() and execute(): (queued, write).
+_TRANSFERS = {
+    Command.READ_DMA_EXT: (False, False),
+    Command.WRITE_DMA_EXT: (False, True),
+    Command.READ_FPDMA_QUEUED: (True, False),
+    Command.WRITE_FPDMA_QUEUED: (True, True),
+}
+
+
+def _extent_of(command: int, lba: int, count: int, features: int, device: int) -> tuple[int, int]:
     """(first LBA, sector count) of a sector command, by its addressing mode."""
-    command = tf.command
     if command in _LBA28_COMMANDS:
-        return (tf.lba & 0xFFFFFF) | (tf.device & 0x0F) << 24, (tf.count & 0xFF) or 0x100
+        return (lba & 0xFFFFFF) | (device & 0x0F) << 24, (count & 0xFF) or 0x100
     if command in _QUEUED_COMMANDS:
-        return tf.lba, tf.features or 0x10000
-    return tf.lba, tf.count or 0x10000
+        return lba, features or 0x10000
+    return lba, count or 0x10000
+
+
+def _extent(tf: TaskFile) -> tuple[int, int]:
+    return _extent_of(tf.command, tf.lba, tf.count, tf.features, tf.device)
+
+
+def _ncq_tag(count: int) -> int:
+    """The tag of READ/WRITE FPDMA QUEUED: COUNT(7:3)."""
+    return count >> NCQ_TAG_SHIFT & NCQ_TAG_MASK
 
 
 def sector_range(tf: TaskFile) -> tuple[int, int]:
@@ -139,9 +157,9 @@ def transfers_data(tf: TaskFile) -> bool:
     return entry is not None and entry.protocol not in (Protocol.NON_DATA, Protocol.DIAGNOSTIC)
 
 
-def _error_device(tf: TaskFile, lba: int) -> int:
+def _error_device(command: int, lba: int) -> int:
     """The DEVICE field of an error completion: LBA(27:24) in bits 3:0 for 28-bit commands."""
-    if tf.command in _LBA28_COMMANDS:
+    if command in _LBA28_COMMANDS:
         return _DEVICE_LBA | (lba >> 24 & 0x0F)
     return _DEVICE_LBA
 
@@ -248,9 +266,49 @@ class AtaDisk:
                 self._inject(req, buffers)
             return _COMMANDS[req.taskfile.command].execute(self, req, buffers)
         except AtaError as err:
-            if req.tag is not None:
-                self._record_ncq_error(req.tag, err.completion)
-            return err.completion
+            return self._failed(req.tag, err)
+
+    def decode_transfer(
+        self, command: int, features: int, lba: int, count: int, device: int
+    ) -> tuple[int, int, int | None, bool] | None:
+        """The lean decode of READ/WRITE DMA EXT and READ/WRITE FPDMA QUEUED on a disk with
+        no faults armed, when the command is in range: (first LBA, bytes, NCQ tag or None,
+        write), as :meth:`decode`'s Request has them. None for any other command and for
+        one out of range: :meth:`decode` it, which reports the error."""
+        kind = _TRANSFERS.get(command)
+        if kind is None or self._faults is not None:
+            return None
+        lba, sectors = _extent_of(command, lba, count, features, device)
+        if lba + sectors > self._sectors:
+            return None
+        queued, write = kind
+        return lba, sectors * SECTOR_SIZE, _ncq_tag(count) if queued else None, write
+
+    def transfer(
+        self,
+        command: int,
+        lba: int,
+        buffers: Sequence[memoryview],
+        tag: int | None,
+        write: bool,
+        device: int,
+    ) -> Completion:
+        """Run a command :meth:`decode_transfer` accepted, with ``buffers`` holding exactly
+        its bytes: what :meth:`execute` does for it."""
+        try:
+            if write:
+                self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
+            else:
+                self._read(command, lba, buffers)
+        except AtaError as err:
+            return self._failed(tag, err)
+        return GOOD
+
+    def _failed(self, tag: int | None, err: AtaError) -> Completion:
+        """A command failed with ``err``: a queued one goes in the NCQ Command Error log."""
+        if tag is not None:
+            self._record_ncq_error(tag, err.completion)
+        return err.completion
 
     def _inject(self, req: Request, buffers: Sequence[memoryview]) -> None:
         """Raise the error an injected fault gives this command, if one fires."""
@@ -264,7 +322,7 @@ class AtaDisk:
         error = self._faults.inject(req, sector_range(req.taskfile), kind, self._dev, buffers)
         if error is not None:
             done = error.completion
-            device = _error_device(req.taskfile, done.lba)
+            device = _error_device(req.taskfile.command, done.lba)
             raise AtaError(Completion(done.status, done.error, done.lba, done.count, device))
 
     def flush_cache(self) -> None:
@@ -282,7 +340,7 @@ class AtaDisk:
 
     def _check_range(self, tf: TaskFile, lba: int, count: int) -> None:
         if lba + count > self._sectors:
-            raise AtaError.idnf(lba, _error_device(tf, lba))
+            raise AtaError.idnf(lba, _error_device(tf.command, lba))
 
     def _decode_sectors(self, tf: TaskFile, protocol: Protocol) -> Request:
         lba, count = _extent(tf)
@@ -302,7 +360,7 @@ class AtaDisk:
         return Request(tf, protocol, 0, None, lba, count)
 
     def _decode_queued(self, tf: TaskFile, protocol: Protocol) -> Request:
-        tag = tf.count >> NCQ_TAG_SHIFT & NCQ_TAG_MASK
+        tag = _ncq_tag(tf.count)
         lba, count = _extent(tf)
         try:
             self._check_range(tf, lba, count)
@@ -333,34 +391,38 @@ class AtaDisk:
     # -- execution ----------------------------------------------------------
 
     def _execute_read(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
-        tf = req.taskfile
-        lba = req.lba
         nbytes = req.nbytes
         if sum(map(len, buffers)) != nbytes:
             buffers, nbytes = _whole_sectors(buffers, nbytes)
         if nbytes:
-            try:
-                self._dev.readv(lba * SECTOR_SIZE, buffers)
-            except StorageError:
-                raise AtaError.unc(lba, _error_device(tf, lba)) from None
+            self._read(req.taskfile.command, req.lba, buffers)
         return GOOD
 
     def _execute_write(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
-        lba = req.lba
-        nbytes = req.nbytes
-        if sum(map(len, buffers)) != nbytes:
-            buffers, nbytes = _whole_sectors(buffers, nbytes)
-        write_through = not self._write_cache or (req.tag is not None and tf.device & DEVICE_FUA)
+        if sum(map(len, buffers)) != req.nbytes:
+            buffers, _ = _whole_sectors(buffers, req.nbytes)
+        self._write(tf.command, req.lba, buffers, req.tag is not None and tf.device & DEVICE_FUA)
+        return GOOD
+
+    def _read(self, command: int, lba: int, buffers: Sequence[memoryview]) -> None:
+        """Fill ``buffers`` from ``lba`` on; UNC if the medium cannot serve them."""
         try:
-            if nbytes:
+            self._dev.readv(lba * SECTOR_SIZE, buffers)
+        except StorageError:
+            raise AtaError.unc(lba, _error_device(command, lba)) from None
+
+    def _write(self, command: int, lba: int, buffers: Sequence[memoryview], fua: int) -> None:
+        """Write ``buffers`` (possibly none) from ``lba`` on, through to the medium when the
+        write cache is off or ``fua``; ABRT if the backing store refuses."""
+        try:
+            if buffers:
                 self._dev.writev(lba * SECTOR_SIZE, buffers)
-            if write_through:
+            if fua or not self._write_cache:
                 self._dev.flush()
         except StorageError as exc:
             self._say_host_failure(exc)
-            raise AtaError.abrt(lba, _error_device(tf, lba)) from None
-        return GOOD
+            raise AtaError.abrt(lba, _error_device(command, lba)) from None
 
     def _execute_verify(self, req: Request, buffers: Sequence[memoryview]) -> Completion:
         tf = req.taskfile
@@ -371,7 +433,7 @@ class AtaDisk:
             try:
                 self._dev.readv(lba * SECTOR_SIZE, [self._scratch[: n * SECTOR_SIZE]])
             except StorageError:
-                raise AtaError.unc(lba, _error_device(tf, lba)) from None
+                raise AtaError.unc(lba, _error_device(tf.command, lba)) from None
             lba += n
             count -= n
         return GOOD

@@ -59,9 +59,17 @@ PCS_ORM = 0x8000
 
 
 class AhciConfigSpace(PciFunction):
-    """00:1f.2's configuration space; ``present`` has bit n set for a disk on port n."""
+    """00:1f.2's configuration space; ``present`` has bit n set for a disk on port n.
+
+    What the controller asks of it on every command and interrupt is kept, worked out
+    again after each configuration write (:meth:`settle`): ``bus_master`` (it may DMA),
+    ``msi`` (where a message goes, None with MSI off) and ``signals`` (it may signal
+    an MSI: bus master and in D0)."""
 
     present = 0
+    bus_master = False
+    msi: tuple[int, int] | None = None
+    signals = False
 
     def write(self, offset: int, size: int, value: int) -> None:
         super().write(offset, size, value)
@@ -69,6 +77,13 @@ class AhciConfigSpace(PciFunction):
             enabled = self.u16(PCS) & PCS_ENABLE_MASK
             pcs = (self.u16(PCS) & (PCS_ORM | PCS_ENABLE_MASK)) | (enabled & self.present) << 8
             self.config[PCS : PCS + 2] = pcs.to_bytes(2, "little")
+        self.settle()
+
+    def settle(self) -> None:
+        """Work out ``bus_master``, ``msi`` and ``signals`` from the registers."""
+        self.bus_master = bool(self.command & COMMAND_BUS_MASTER)
+        self.msi = msi_target(self)
+        self.signals = self.bus_master and self.power_state == D0
 
 
 def ahci_config(abar: Bar, idp: Bar) -> AhciConfigSpace:
@@ -101,6 +116,7 @@ def ahci_config(abar: Bar, idp: Bar) -> AhciConfigSpace:
     fn.wmask[PCS : PCS + 2] = (PCS_ORM | PCS_ENABLE_MASK).to_bytes(2, "little")
     # SATA capability 1.0: index/data pair in BAR4 at offset 10h (SATACR1 = 0048h).
     fn.add_capability(CAP_ID_SATA, bytes.fromhex("100048000000"), offset=SATA_CAP_OFFSET)
+    fn.settle()
     return fn
 
 
@@ -164,7 +180,7 @@ class AhciFunction:
 
     def bus_master(self) -> bool:
         """May the function master the bus (DMA, and MSI, which is a memory write)?"""
-        return bool(self.config.command & COMMAND_BUS_MASTER)
+        return self.config.bus_master
 
     # -- BARs --------------------------------------------------------------------
 
@@ -199,12 +215,12 @@ class AhciFunction:
     def _interrupt(self) -> None:
         """The HBA raised an interrupt: a message when MSI is on, the function may master
         the bus and is in D0 (PCI PM 1.2: no interrupts from D3hot)."""
-        target = msi_target(self.config)
-        if target is not None and self.bus_master() and self.config.power_state == D0:
-            self._msi(*target)
+        config = self.config
+        if config.msi is not None and config.signals:
+            self._msi(*config.msi)
 
     def _intx(self, level: bool) -> None:
         """The HBA's INTA level; a function with MSI enabled or INTx disabled in its
         command register keeps it deasserted."""
-        quiet = msi_target(self.config) is not None or (self.config.command & COMMAND_INTX_DISABLE)
+        quiet = self.config.msi is not None or (self.config.command & COMMAND_INTX_DISABLE)
         self._intx_line(level and not quiet)

@@ -6,14 +6,10 @@ and the boot GDT to 0x500. QEMU passes "KERNEL_PATH ARGS" as the command line;
 so do we, so a guest reads the same arguments under both.
 """
 
-import io
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from emu.machine.errors import LoadError
 from emu.machine.memory import GuestMemory
@@ -43,6 +39,14 @@ FIRMWARE_RESERVED_TOP = 0x20000
 LOADER_NAME = b"ahci-emu\0"
 CODE_SELECTOR = 0x08
 DATA_SELECTOR = 0x10
+
+# ELF32 (System V ABI, i386 supplement): what a loader reads of the file header and of
+# each program header. Parsed with struct: a multiboot guest needs nothing more.
+_ELF_IDENT = b"\x7fELF\x01\x01"  # magic, ELFCLASS32, ELFDATA2LSB
+_ELF_HEADER = struct.Struct("<16sHHIIIIIHHHHHH")  # e_ident .. e_shstrndx (52 bytes)
+_PROGRAM_HEADER = struct.Struct("<8I")  # p_type, p_offset, p_vaddr, p_paddr, p_filesz, ...
+EM_386 = 3
+PT_LOAD = 1
 
 _INFO = struct.Struct("<13I")  # flags .. mmap_addr (offsets 0x00..0x30)
 _MMAP_ENTRY = struct.Struct("<IQQI")  # size (of the rest), base, length, type
@@ -108,39 +112,39 @@ def _check_header(path: str, data: bytes) -> None:
 def _elf_segments(
     path: str, data: bytes, ram_size: int
 ) -> tuple[int, list[tuple[int, bytes, int]]]:
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        if elf.elfclass != 32 or elf["e_machine"] != "EM_386":
-            raise LoadError(f"{path}: not an ELF32 i386 file")
-        segments = []
-        entry = elf["e_entry"]
-        physical_entry = None
-        for seg in elf.iter_segments():
-            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
-                continue
-            paddr, vaddr, memsz = seg["p_paddr"], seg["p_vaddr"], seg["p_memsz"]
-            filesz, file_offset = seg["p_filesz"], seg["p_offset"]
-            if filesz > memsz or file_offset + filesz > len(data):
-                raise LoadError(
-                    f"{path}: truncated ELF (segment at 0x{paddr:x} runs past the file)"
-                )
-            if paddr + memsz > ram_size:
-                raise LoadError(
-                    f"{path}: segment 0x{paddr:x}-0x{paddr + memsz:x} lies outside guest RAM "
-                    f"({ram_size >> 20} MiB)"
-                )
-            if paddr < LOADER_AREA_END:
-                raise LoadError(
-                    f"{path}: segment at 0x{paddr:x} overlaps the loader's area below "
-                    f"0x{LOADER_AREA_END:x}"
-                )
-            segments.append((paddr, data[file_offset : file_offset + filesz], memsz))
-            if vaddr <= entry < vaddr + memsz:
-                physical_entry = entry - vaddr + paddr
-    except ELFError as exc:
-        raise LoadError(f"{path}: malformed ELF: {exc}") from exc
-    except (struct.error, ValueError) as exc:
-        raise LoadError(f"{path}: truncated or malformed ELF") from exc
+    """(physical entry, [(paddr, file bytes, memsz)]) of an ELF32 i386 file's PT_LOAD segments."""
+    if len(data) < _ELF_HEADER.size:
+        raise LoadError(f"{path}: truncated or malformed ELF")
+    ident, _, machine, _, entry, phoff, _, _, _, phentsize, phnum, *_ = _ELF_HEADER.unpack_from(
+        data
+    )
+    if not ident.startswith(_ELF_IDENT) or machine != EM_386:
+        raise LoadError(f"{path}: not an ELF32 i386 file")
+    if phnum and (phentsize < _PROGRAM_HEADER.size or phoff + phnum * phentsize > len(data)):
+        raise LoadError(f"{path}: truncated or malformed ELF (program headers)")
+    segments = []
+    physical_entry = None
+    for index in range(phnum):
+        p_type, file_offset, vaddr, paddr, filesz, memsz, _, _ = _PROGRAM_HEADER.unpack_from(
+            data, phoff + index * phentsize
+        )
+        if p_type != PT_LOAD or memsz == 0:
+            continue
+        if filesz > memsz or file_offset + filesz > len(data):
+            raise LoadError(f"{path}: truncated ELF (segment at 0x{paddr:x} runs past the file)")
+        if paddr + memsz > ram_size:
+            raise LoadError(
+                f"{path}: segment 0x{paddr:x}-0x{paddr + memsz:x} lies outside guest RAM "
+                f"({ram_size >> 20} MiB)"
+            )
+        if paddr < LOADER_AREA_END:
+            raise LoadError(
+                f"{path}: segment at 0x{paddr:x} overlaps the loader's area below "
+                f"0x{LOADER_AREA_END:x}"
+            )
+        segments.append((paddr, data[file_offset : file_offset + filesz], memsz))
+        if vaddr <= entry < vaddr + memsz:
+            physical_entry = entry - vaddr + paddr
     if not segments:
         raise LoadError(f"{path}: ELF has no loadable segments")
     if physical_entry is None:

@@ -27,7 +27,8 @@ RULES: dict[str, Rule] = {
              "PxCMD.ST set while the attached device is not ready (PxTFD BSY or DRQ, or "
              "PxSSTS.DET 1 or 4); a port with nothing attached (DET 0) is left alone"),
         Rule("bad-cfl", _AHCI + "4.2.2",
-             "a command issued whose header's CFL is below 5 or above 16 dwords"),
+             "a command issued whose header's CFL is below 5 or above 16 dwords (§4.2.2 makes 0, 1 "
+             "and over 16 illegal; a Register H2D FIS is 5 dwords long)"),
         Rule("odd-prd-byte-count", _AHCI + "4.2.3.3",
              "a PRD entry's byte count is odd (DBC bit 0 must be 1)"),
         Rule("misaligned-command-table", _AHCI + "4.2.2",

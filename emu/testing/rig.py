@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -195,27 +195,9 @@ class Rig:
         :attr:`GuestRun.faults_fired`. ``sanitize`` (True or ``"strict"``; default:
         the rig's :attr:`sanitize`) checks the guest's driver (``--sanitize``); what it
         broke is :attr:`GuestRun.violations`."""
+        options = _Options.of(self, locals())
         paths = [self.path(d) for d in disks]
-        return self._boot(
-            ["run"],
-            guest,
-            ["--disk=" + str(p) for p in paths],
-            paths,
-            None,
-            _Options(
-                ops,
-                append,
-                timeout,
-                trace,
-                memory,
-                backend,
-                report_checks,
-                tuple(faults),
-                fault_seed,
-                write_cache,
-                self.sanitize if sanitize is None else sanitize,
-            ),
-        )
+        return self._boot(["run"], guest, ["--disk=" + str(p) for p in paths], paths, None, options)
 
     def cli(
         self, *args: PathLike, timeout: float = 120, check: bool = False
@@ -403,31 +385,15 @@ class Vm:
     ) -> GuestRun:
         """Start the machine and boot ``guest`` on its disks (``ahci-emu vm run DIR``);
         the options are :meth:`Rig.run`'s."""
-        return self.rig._boot(
-            ["vm", "run", str(self.folder)],
-            guest,
-            [],
-            [self.folder],
-            self,
-            _Options(
-                ops,
-                append,
-                timeout,
-                trace,
-                memory,
-                backend,
-                report_checks,
-                tuple(faults),
-                fault_seed,
-                write_cache,
-                self.rig.sanitize if sanitize is None else sanitize,
-            ),
-        )
+        options = _Options.of(self.rig, locals())
+        command = ["vm", "run", str(self.folder)]
+        return self.rig._boot(command, guest, [], [self.folder], self, options)
 
 
 @dataclass(frozen=True)
 class _Options:
-    """The options of one boot, as :meth:`Rig.run` takes them."""
+    """The options of one boot, as :meth:`Rig.run` and :meth:`Vm.run` take them (their
+    keyword parameters, by the same names)."""
 
     ops: Sequence[str] | str | None
     append: str
@@ -440,6 +406,16 @@ class _Options:
     fault_seed: int | None = None
     write_cache: bool | None = None
     sanitize: bool | str = False
+
+    @classmethod
+    def of(cls, rig: Rig, arguments: dict[str, Any]) -> _Options:
+        """The options among a run method's arguments (its ``locals()``), with the
+        rig's defaults where the caller left them unset."""
+        values = {f.name: arguments[f.name] for f in fields(cls)}
+        values["faults"] = tuple(values["faults"])
+        if values["sanitize"] is None:
+            values["sanitize"] = rig.sanitize
+        return cls(**values)
 
     def emu_arguments(self) -> list[str]:
         return fault_arguments(self.faults, self.fault_seed, self.write_cache, self.sanitize)

@@ -48,6 +48,8 @@ def test_quick_run_reports_every_workload(tmp_path):
             "--quick",
             "--json",
             str(out),
+            "--markdown",
+            str(tmp_path / "report.md"),
             "--workdir",
             str(tmp_path / "work"),
         ],
@@ -86,9 +88,13 @@ def test_quick_run_reports_every_workload(tmp_path):
         if "per_op_us" in (result["ours"] or {}):
             assert result["ours"]["per_op_us"] > 0, name
             assert isinstance(result["ours"]["stable"], bool), name
-    # The table printed on the terminal names every workload.
+    # The report (machine line, one table) is printed, in the JSON and in --markdown's file.
+    report = (tmp_path / "report.md").read_text()
+    assert report in proc.stdout and doc["report_markdown"] == report
+    assert report.startswith("Quick run of `python -m bench --quick` ")
+    assert f"{machine['cores']} cores, load average " in report.splitlines()[0]
     for name in WORKLOADS:
-        assert name in proc.stdout
+        assert f"\n| {name} | " in report
 
 
 def test_guest_failure_is_a_failed_run(tmp_path):

@@ -183,6 +183,38 @@ def test_runners_agree(tmp_path, runner):
         assert run.command[0] == "ahci-emu"
 
 
+def test_rig_and_machine_runs_pass_their_options_alike(tmp_path):
+    """`Rig.run` and `Vm.run` take the same keywords and turn them into the same command
+    line options, the rig's `sanitize` default included."""
+    import inspect
+
+    from emu.testing.rig import Vm
+
+    def keywords(method):
+        params = inspect.signature(method).parameters.values()
+        return [(p.name, p.default) for p in params if p.kind is p.KEYWORD_ONLY]
+
+    assert keywords(Rig.run) == keywords(Vm.run)
+    rig = Rig(tmp_path, sanitize=True)
+    vm = rig.machine("vm")
+    vm.attach(0, rig.image("d.vdi", "1M"))
+    options = dict(fault_seed=7, write_cache=True, memory=256, faults=["media-error:lba=900"])
+    direct = rig.run("gen", rig.image("e.vdi", "1M"), ops="write:0:4:1,read:0:4", **options)
+    machine = vm.run("gen", ops="write:0:4:1,read:0:4", **options)
+    assert direct.passed and machine.passed, (direct, machine)
+
+    def tail(run):  # the options, but for the disks and the run's own files
+        own = ("--disk", "--serial", "--trace")
+        return [a for a in run.command if a.startswith("--") and not a.startswith(own)]
+
+    assert tail(direct) == tail(machine)
+    assert {"--sanitize", "--fault-seed=7", "--write-cache=on", "--memory=256"} <= set(
+        tail(machine)
+    )
+    assert "--fault=media-error:lba=900" in tail(machine)
+    assert "--append=ops=write:0:4:1,read:0:4" in tail(machine)
+
+
 @pytest.mark.parametrize("runner", ["inprocess", "subprocess"])
 def test_refusals_and_timeouts_come_back_as_exit_codes(tmp_path, runner):
     rig = Rig(tmp_path, runner=runner)

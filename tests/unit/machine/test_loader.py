@@ -51,6 +51,15 @@ def test_memory_map_covers_ram_above_1mib(memory, make_guest):
     assert (20, (16 << 20) - 0x20000, 0x20000, 2) in entries
 
 
+def _big_endian(elf: bytes) -> bytes:
+    return elf[:5] + b"\x02" + elf[6:]  # EI_DATA: ELFDATA2MSB
+
+
+def _patched(elf: bytes, offset: int, value: int, fmt: str = "<I") -> bytes:
+    field = struct.pack(fmt, value)
+    return elf[:offset] + field + elf[offset + len(field) :]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -63,7 +72,11 @@ def test_memory_map_covers_ram_above_1mib(memory, make_guest):
         (make_elf(b"\x90", paddr=0x2000000), "outside guest RAM"),
         (make_elf(b"\x90", paddr=0x8000), "loader's area"),
         (make_elf(b"\x90", machine=62), "not an ELF32 i386"),
-        (make_elf(b"\x90", elf_class=2), "ELF"),
+        (make_elf(b"\x90", elf_class=2), "not an ELF32 i386"),
+        (_big_endian(make_elf(b"\x90")), "not an ELF32 i386"),
+        (_patched(make_elf(b"\x90"), 28, 1 << 20), "program headers"),  # e_phoff
+        (_patched(make_elf(b"\x90"), 42, 16, "<H"), "program headers"),  # e_phentsize
+        (_patched(make_elf(b"\x90"), 52, 4), "no loadable segments"),  # p_type PT_NOTE
     ],
     ids=[
         "not-elf",
@@ -76,6 +89,10 @@ def test_memory_map_covers_ram_above_1mib(memory, make_guest):
         "low-area",
         "wrong-machine",
         "elf64",
+        "big-endian",
+        "program-headers-cut",
+        "program-header-too-small",
+        "no-load-segment",
     ],
 )
 def test_bad_guest_files_are_refused_with_a_reason(memory, make_guest, raw, message):
