@@ -1,8 +1,11 @@
 """The one module that reaches into libunicorn: its self-check and its refusals."""
 
+import contextlib
 import dataclasses
+import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 from bzimages import make_bzimage, make_vmlinux
@@ -70,12 +73,27 @@ def test_the_cli_refuses_a_linux_guest_on_an_unknown_libunicorn(tmp_path):
     assert multiboot.returncode == 0, multiboot.stderr
 
 
+@contextlib.contextmanager
+def _stopped_every(uc, seconds: float):
+    """A thread that calls ``uc.emu_stop()`` every ``seconds`` while the block runs."""
+    done = threading.Event()
+
+    def stopper():
+        while not done.wait(seconds):
+            uc.emu_stop()
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_exact_stops_never_replay_a_guest_store():
     """Stopped from another thread thousands of times, ``inc rax; inc qword [m]`` keeps
     [m] equal to RAX: no stop lands after the store with RIP still on it."""
-    import struct
-    import threading
-
     from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
     from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RIP
 
@@ -85,23 +103,12 @@ def test_exact_stops_never_replay_a_guest_store():
     uc.ctl_exits_enabled(True)
     uc.ctl_set_exits([])
     unicorn_internals.CpuInternals(uc, unicorn_internals.self_check()).exact_stops()
-    done = threading.Event()
-
-    def stopper():
-        while not done.wait(0.0002):
-            uc.emu_stop()
-
-    thread = threading.Thread(target=stopper)
-    thread.start()
     rip = 0x1000
-    try:
+    with _stopped_every(uc, 0.0002):
         for _ in range(2000):
             uc.emu_start(rip, 0)
             rip = uc.reg_read(UC_X86_REG_RIP)
             assert rip == 0x1000  # the loop is one translated block: stops land at its start
-    finally:
-        done.set()
-        thread.join()
     assert struct.unpack("<Q", uc.mem_read(0x8000, 8))[0] == uc.reg_read(UC_X86_REG_RAX)
 
 
@@ -128,8 +135,6 @@ _HANDLER_GUEST = bytes.fromhex(
 
 
 def _rounds_machine():
-    import struct
-
     from unicorn import UC_ARCH_X86, UC_MODE_64, UC_TLB_CPU, Uc
     from unicorn.x86_const import UC_X86_REG_CR4, UC_X86_REG_IDTR, UC_X86_REG_RIP
 
@@ -171,9 +176,6 @@ def test_interrupts_injected_at_every_stop_leave_the_guests_results_unchanged():
     hard-IRQ delivery if IF=1 and no STI shadow. Thousands of interrupts later the
     guest's copies, read-modify-writes and SSE sums equal an undisturbed run's, and
     the handler ran once per interrupt."""
-    import struct
-    import threading
-
     from unicorn.x86_const import UC_X86_REG_RFLAGS, UC_X86_REG_RIP
 
     calm, _ = _rounds_machine()
@@ -187,24 +189,13 @@ def test_interrupts_injected_at_every_stop_leave_the_guests_results_unchanged():
     uc.mmio_map(
         0x30000000, 0x1000, lambda *_: 0, None, lambda *_: stops_asked.append(uc.emu_stop()), None
     )
-    done = threading.Event()
-
-    def stopper():
-        while not done.wait(0.0001):
-            uc.emu_stop()
-
-    thread = threading.Thread(target=stopper)
-    thread.start()
     injected = 0
-    try:
+    with _stopped_every(uc, 0.0001):
         while not cpu.halted and len(stops_asked) <= 500:  # (a replayed store asks again)
             if uc.reg_read(UC_X86_REG_RFLAGS) & 0x200 and not cpu.interrupt_shadow:
                 cpu.deliver_interrupt(0x20)
                 injected += 1
             uc.emu_start(uc.reg_read(UC_X86_REG_RIP), 0)
-    finally:
-        done.set()
-        thread.join()
     assert _results(uc) == expected
     assert struct.unpack("<Q", uc.mem_read(0x8000, 8))[0] == injected
     assert len(stops_asked) == 500 and injected >= 500  # every device stop came back IF=1
