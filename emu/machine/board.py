@@ -66,7 +66,7 @@ if TYPE_CHECKING:  # --trace, --fault and --sanitize load their modules when use
 
 EFLAGS_IF = 1 << 9
 CR0_PG = 1 << 31
-_STOP_AT = 0xFFFFFFFF  # emu_start's "until": an address no guest executes
+_STOP_AT = 0xFFFFFFFF  # emu_start's "until", ignored: exits are enabled, none set
 
 EXCEPTION_NAMES = {
     0: "#DE",
@@ -153,6 +153,12 @@ class Board:
         self._attach_ahci(config)
         self._stop_requested = False
         self._window = InterruptWindow(uc)
+        # Runs end only by a stop. With exits enabled and none set, Unicorn does not look
+        # up the code at "until" at each emu_start: that TLB fill (a Python callback) also
+        # evicted the AHCI BAR's entry, which shares its TLB slot, so an interrupt-driven
+        # guest paid two fills per interrupt.
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
 
         self._add_cpu_hooks(uc)  # before the port hooks: see LinuxBoard
         uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, UC_X86_INS_IN)
