@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emu.machine import vmlinux_cache
+from emu.machine.bzimage_magic import is_bzimage
 from emu.machine.errors import LoadError
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 
 MIN_PROTOCOL = 0x020C  # 2.12: xloadflags, 64-bit entry, payload fields
-HEADER_MAGIC = b"HdrS"
-BOOT_FLAG = 0xAA55
 SECTOR = 512
 DEFAULT_SETUP_SECTS = 4  # setup_sects 0 means 4
 
@@ -42,9 +41,7 @@ DEFAULT_SETUP_SECTS = 4  # setup_sects 0 means 4
 # and boot.rst's setup header.
 BP_E820_ENTRIES = 0x1E8
 BP_SETUP_SECTS = 0x1F1
-BP_BOOT_FLAG = 0x1FE
 BP_JUMP = 0x200
-BP_HEADER = 0x202
 BP_VERSION = 0x206
 BP_TYPE_OF_LOADER = 0x210
 BP_LOADFLAGS = 0x211
@@ -124,15 +121,6 @@ class LinuxBoot:
 
     entry: int
     zero_page: int
-
-
-def is_bzimage(head: bytes) -> bool:
-    """True when ``head`` (the file's first KiB or more) starts a Linux boot image."""
-    return (
-        len(head) > BP_HEADER + 4
-        and head[BP_HEADER : BP_HEADER + 4] == HEADER_MAGIC
-        and struct.unpack_from("<H", head, BP_BOOT_FLAG)[0] == BOOT_FLAG
-    )
 
 
 def parse_header(path: str, data: bytes) -> SetupHeader:

@@ -36,8 +36,9 @@ executable page cannot be had, the same check runs in Python.
 
 import ctypes
 import mmap
-import platform
+import os
 import struct
+import sys
 
 from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import uclib
@@ -79,8 +80,8 @@ def _native_watch(flag: int) -> tuple[mmap.mmap, int] | None:
         mov rax, flag; mov byte [rax], 1; mov rdi, rbx; mov rax, uc_emu_stop; call rax
         out: add rsp, 16; pop rbx; ret
     """
-    if platform.machine().lower() not in ("x86_64", "amd64") or platform.system() == "Windows":
-        return None
+    if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
+        return None  # (os.uname, not the platform module: that one costs start-up time)
     reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
     emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
     code = (

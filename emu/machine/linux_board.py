@@ -20,6 +20,7 @@ buses, PCI functions, AHCI controller, UART, I/O APIC, debug exit) with what a
 * a kernel panic or a triple fault ends the run with its own exit status.
 """
 
+import os
 import time
 from dataclasses import replace
 from typing import BinaryIO
@@ -82,6 +83,7 @@ CRYSTAL_HZ = 25_000_000  # CPUID 15h core crystal = the local-APIC timer's input
 MP_TABLE_ADDRESS = 0xF0000
 AHCI_DEVICE = 31
 BLOCKED_IRQ_POLL = 0.0001  # s: look again this soon when IF=0 holds an interrupt back
+STOP_STORM_ENV = "AHCI_EMU_STOP_STORM_US"  # debugging: stop at least this often (µs)
 DOUBLE_FAULT = 8
 INVALID_OPCODE = 6
 IDT_GATE_SIZE = 16
@@ -187,6 +189,7 @@ class LinuxBoard(Board):
         self.tsc_hz = host_tsc_hz()
         self.panic: str | None = None
         self._stopper: StopTimer | None = None
+        self._storm = stop_storm_seconds()
         self._pending_moves: dict[MmioRegion, int | None] = {}
         self.console = PanicWatch(config.serial, self._on_panic)
         super().__init__(replace(config, serial=self.console))
@@ -445,7 +448,11 @@ class LinuxBoard(Board):
             self._stopper.arm(time.monotonic() + BLOCKED_IRQ_POLL)
             return
         deadline = self.apic.deadline()
-        self._stopper.arm(None if deadline is None else self.clock.to_host(deadline))
+        when = None if deadline is None else self.clock.to_host(deadline)
+        if self._storm is not None:
+            soon = time.monotonic() + self._storm
+            when = soon if when is None else min(when, soon)
+        self._stopper.arm(when)
 
     def _verdict(self, watchdog: Watchdog) -> int | None:
         if self.exit_code is None:
@@ -454,6 +461,17 @@ class LinuxBoard(Board):
             if self.cpu.halted and self.cpu.old_exception == DOUBLE_FAULT:
                 raise GuestFault(f"triple fault at RIP=0x{self.eip():x}")
         return super()._verdict(watchdog)
+
+
+def stop_storm_seconds() -> float | None:
+    """``AHCI_EMU_STOP_STORM_US``: stop the CPU at least this often, to shake out what
+    goes wrong when a stop lands at an unlucky moment (a debugging aid; a correct
+    board runs the guest the same, only slower). None when unset, 0 or invalid."""
+    try:
+        micros = float(os.environ.get(STOP_STORM_ENV, ""))
+    except ValueError:
+        return None
+    return micros / 1e6 if 0 < micros < 1e9 else None
 
 
 def tsc_leaf(tsc_hz: int) -> tuple[int, int, int, int]:
