@@ -151,7 +151,8 @@ class Board:
         attach_chipset(self.pci)
         self._attach_ahci(config)
         self._stop_requested = False
-        self._window = InterruptWindow(uc)
+        self._window_fault: GuestFault | None = None  # delivery failed inside the run
+        self._window = InterruptWindow(uc, self._window_opened)
         # Runs end only by a stop. With exits enabled and none set, Unicorn does not look
         # up the code at "until" at each emu_start: that TLB fill (a Python callback) also
         # evicted the AHCI BAR's entry, which shares its TLB slot, so an interrupt-driven
@@ -257,6 +258,19 @@ class Board:
         self._stop_requested = True
         self.mmio.stop()
 
+    def _window_opened(self) -> None:
+        """The interrupt window saw IF=1 at the start of a block, inside emu_start: enter
+        the pending handler there. Writing EIP makes Unicorn go on at the handler without
+        leaving emu_start, so an interrupt costs no run-loop round trip. A guest without
+        a usable gate stops the run, which then reports it."""
+        try:
+            self._take_interrupt()
+        except GuestFault as fault:
+            self._window_fault = fault
+            self.uc.emu_stop()
+        except Exception as exc:  # a raw callback must not raise: stop the run instead
+            self._device_error(f"interrupt delivery failed: {exc!r}")
+
     # -- hooks (Unicorn calls these from inside emu_start) ------------------------------
 
     def eip(self) -> int:
@@ -345,6 +359,8 @@ class Board:
                 except UcError as exc:
                     if self._fault is None:
                         self._fault = self._describe(exc)
+                if self._window_fault is not None:
+                    raise self._window_fault
                 if (code := self._verdict(watchdog)) is not None:
                     return code
                 if self.mmio.replay_pending:
