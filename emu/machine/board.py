@@ -53,7 +53,7 @@ from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.ahci_pci import AhciFunction
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
-from emu.machine.interrupts import HLT_OPCODE, deliver
+from emu.machine.interrupts import HLT_OPCODE, InterruptEntry
 from emu.machine.irqwindow import InterruptWindow
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
@@ -153,6 +153,7 @@ class Board:
         self._stop_requested = False
         self._window_fault: GuestFault | None = None  # delivery failed inside the run
         self._window = InterruptWindow(uc, self._window_opened)
+        self._entry = InterruptEntry(uc, self.regs, self.memory)
         # Runs end only by a stop. With exits enabled and none set, Unicorn does not look
         # up the code at "until" at each emu_start: that TLB fill (a Python callback) also
         # evicted the AHCI BAR's entry, which shares its TLB slot, so an interrupt-driven
@@ -264,7 +265,11 @@ class Board:
         leaving emu_start, so an interrupt costs no run-loop round trip. A guest without
         a usable gate stops the run, which then reports it."""
         try:
-            self._take_interrupt()
+            vector = self.apic.deliverable()
+            if vector is None:
+                self._window.disarm()
+            else:
+                self._enter(vector)
         except GuestFault as fault:
             self._window_fault = fault
             self.uc.emu_stop()
@@ -402,8 +407,12 @@ class Board:
         if not self.regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             self._window.arm()
             return
+        self._enter(vector)
+
+    def _enter(self, vector: int) -> None:
+        """Take ``vector`` (EFLAGS.IF is set): into service, and into its handler."""
         self.apic.acknowledge(vector)
-        deliver(self.regs, self.memory, vector)
+        self._entry.deliver(vector)
         if self.apic.deliverable() is None:
             self._window.disarm()
         else:
