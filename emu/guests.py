@@ -61,7 +61,7 @@ def guest_kind(path: str) -> str:
     """The kind of guest file: "linux" for a bzImage, "multiboot" for an ELF (the
     multiboot loader checks the rest), told apart by header as QEMU's -kernel does;
     EmuError for anything else."""
-    from emu.machine.bzimage import is_bzimage
+    from emu.machine.bzimage_magic import is_bzimage
 
     try:
         with open(path, "rb") as f:

@@ -226,7 +226,8 @@ class CommandEngine:
                 execute(slot, header, dw0 >> 16, ctbau << 32 | (ctba & ~0x7F), area, lean)
             except HostBusError as exc:
                 self._host_bus_fatal(slot, str(exc))
-        self._post_completions(area)
+        if self._completed_tags:
+            self._post_completions(area)
 
     def _post_completions(self, area: memoryview | None) -> None:
         """One Set Device Bits FIS for every queued command finished in this PxCI write:

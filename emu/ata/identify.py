@@ -5,7 +5,6 @@ and SET MULTIPLE MODE change (59, 63, 85, 88) are patched in place, together
 with the integrity word 255.
 """
 
-import hashlib
 import struct
 
 from emu import __version__
@@ -40,6 +39,8 @@ def ata_string(text: str, length: int) -> bytes:
 
 def serial_for(identity: str) -> str:
     """A serial number that is stable for one medium: a hash of its identity."""
+    import hashlib  # (OpenSSL) loaded only by a run with a disk
+
     digest = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
     return digest[:_SERIAL_LEN].upper()
 

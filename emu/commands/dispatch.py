@@ -8,7 +8,6 @@ import importlib
 import os
 import signal
 import sys
-import traceback
 
 from emu import __version__
 from emu.cli import COMMANDS
@@ -61,6 +60,8 @@ def run_command(argv: list[str], owns_stdout: bool) -> int:
     except Exception as exc:
         if _raised_by_interrupt(exc):  # e.g. wrapped by Python while a class was made
             raise KeyboardInterrupt from exc
+        import traceback  # only for a bug's one line: not loaded on every start
+
         frame = traceback.extract_tb(exc.__traceback__)[-1]  # a bug: still one line
         place = f"{os.path.basename(frame.filename)}:{frame.lineno}"
         return fail(f"internal error: {type(exc).__name__}: {exc} (at {place})", INTERNAL_ERROR)

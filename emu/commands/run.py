@@ -4,17 +4,15 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING
 
 from emu.errors import EmuError
 from emu.guests import DEFAULT_GUEST, guest_kind, resolve_guest
-from emu.storage.blockdev import BlockDevice
-from emu.storage.ownership import check_output
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each feature's modules load when a run uses it (start-up time)
     from emu.faults.plan import FaultPlan
+    from emu.storage.blockdev import BlockDevice
 
 SCRATCH_DISK_SIZE = 64 << 20
 MULTIBOOT_MEMORY_MIB = 128
@@ -167,20 +165,22 @@ def timeout_seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emu.storage.chain import open_chain
-
     faults = fault_plan(args)  # a bad spec is refused before any disk is opened
     with contextlib.ExitStack() as stack:
         paths = list(args.disk)
         if args.guest is None and not paths:
             paths.append(scratch_disk(stack))
-        disks = [stack.enter_context(open_chain(path)) for path in paths]
+        disks = []
+        if paths:  # the image stack loads only for a run with disks
+            from emu.storage.chain import open_chain
+
+            disks = [stack.enter_context(open_chain(path)) for path in paths]
         return boot(args, disks, faults)
 
 
 def boot(
     args: argparse.Namespace,
-    disks: Sequence[BlockDevice | None],
+    disks: "Sequence[BlockDevice | None]",
     faults: "FaultPlan | None" = None,
 ) -> int:
     """Run ``args.guest`` with ``disks`` on ports 0, 1, ... (None: an empty port) and
@@ -236,12 +236,16 @@ def check_run_arguments(args: argparse.Namespace) -> str:
         raise EmuError("--trace-regs needs --trace FILE")
     for option, path in (("--serial", args.serial), ("--trace", args.trace)):
         if path is not None:
+            from emu.storage.ownership import check_output
+
             check_output(path, option)
     return args.guest
 
 
 def fault_plan(args: argparse.Namespace) -> "FaultPlan | None":
     """The faults of ``--fault`` and ``--faults``, or None when there are none."""
+    if not args.fault and args.faults is None:
+        return None
     from emu.faults.plan import FaultPlan
     from emu.faults.spec import load_faults, parse_fault
 
@@ -255,6 +259,8 @@ def fault_plan(args: argparse.Namespace) -> "FaultPlan | None":
 
 def scratch_disk(stack: contextlib.ExitStack) -> str:
     """A sparse 64 MiB raw disk in a temporary folder removed after the run."""
+    import tempfile
+
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="ahci-emu-"))
     path = os.path.join(folder, "scratch.img")
     with open(path, "wb") as f:

@@ -144,6 +144,7 @@ class AhciFunction:
     ) -> None:
         self._msi = msi
         self._intx_line = intx
+        self._line_asserted = False
         self._abar: MmioRegion | None = None
         self._ports: PortBus | None = None
         self._idp_base: int | None = None
@@ -223,4 +224,7 @@ class AhciFunction:
         """The HBA's INTA level; a function with MSI enabled or INTx disabled in its
         command register keeps it deasserted."""
         quiet = self.config.msi is not None or (self.config.command & COMMAND_INTX_DISABLE)
-        self._intx_line(level and not quiet)
+        asserted = level and not quiet
+        if asserted or self._line_asserted:  # (deasserting a line that is low does nothing)
+            self._line_asserted = asserted
+            self._intx_line(asserted)

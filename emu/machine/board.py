@@ -4,7 +4,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from unicorn import (
     UC_ARCH_X86,
@@ -43,12 +43,7 @@ from unicorn.x86_const import (
 )
 
 from emu.ahci.hba import AhciHba
-from emu.ahci.trace import Tracer
-from emu.ata.cache import VolatileCache
 from emu.ata.disk import AtaDisk
-from emu.ata.faults import DiskFaults
-from emu.faults.plan import FaultPlan
-from emu.faults.port import PortFaults
 from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.ahci_pci import AhciFunction
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
@@ -62,8 +57,12 @@ from emu.machine.pci import PciHost
 from emu.machine.q35 import attach_chipset
 from emu.machine.registers import Registers
 from emu.machine.watchdog import Watchdog
-from emu.sanitizer.checker import Sanitizer
 from emu.storage.blockdev import BlockDevice
+
+if TYPE_CHECKING:  # --trace, --fault and --sanitize load their modules when used
+    from emu.faults.plan import FaultPlan
+    from emu.faults.port import PortFaults
+    from emu.sanitizer.checker import Sanitizer
 
 EFLAGS_IF = 1 << 9
 CR0_PG = 1 << 31
@@ -103,7 +102,7 @@ class BoardConfig:
     disks: Sequence[BlockDevice | None] = ()  # on AHCI ports 0, 1, ...; None: empty port
     trace: TextIO | None = None
     trace_registers: bool = False
-    faults: FaultPlan | None = None  # injected faults (--fault), None: none
+    faults: "FaultPlan | None" = None  # injected faults (--fault), None: none
     write_cache: bool = True  # the disks' volatile write cache at power-on
     sanitize: str | None = None  # --sanitize: "report" or "strict"; None: off
 
@@ -112,6 +111,8 @@ class Board:
     """A q35-shaped PC with no firmware: RAM, COM1, debug exit, PCI bus 0."""
 
     CPU_MODE = UC_MODE_32  # Unicorn's mode; the Linux board runs in UC_MODE_64
+    port_faults: "PortFaults | None"  # the run's AHCI-layer faults
+    sanitizer: "Sanitizer | None"  # --sanitize
 
     def __init__(self, config: BoardConfig) -> None:
         self.config = config
@@ -185,13 +186,19 @@ class Board:
     def _attach_ahci(self, config: BoardConfig) -> None:
         if len(config.disks) > 32:
             raise MachineError("an AHCI controller has at most 32 ports")
-        tracer = Tracer(config.trace, config.trace_registers) if config.trace else None
+        tracer = None
+        if config.trace:
+            from emu.ahci.trace import Tracer
+
+            tracer = Tracer(config.trace, config.trace_registers)
         plan = config.faults
         if plan is not None and tracer is not None:
             plan.listeners.append(tracer.emit)
-        self.port_faults = (
-            PortFaults(plan) if plan is not None and plan.layer_faults("ahci") else None
-        )
+        self.port_faults = None
+        if plan is not None and plan.layer_faults("ahci"):
+            from emu.faults.port import PortFaults
+
+            self.port_faults = PortFaults(plan)
         self.disks = [
             None if dev is None else self._disk(config, port, dev)
             for port, dev in enumerate(config.disks)
@@ -206,10 +213,12 @@ class Board:
             faults=self.port_faults,
         )
         self.hba = self.ahci.hba
-        self.sanitizer: Sanitizer | None = None
+        self.sanitizer = None
         if self.port_faults is not None:  # what a fault holds back comes due at an access
             self.ahci.read, self.ahci.write = _due_first(self.port_faults, self.hba)
         if config.sanitize is not None:
+            from emu.sanitizer.checker import Sanitizer
+
             self.sanitizer = Sanitizer(
                 self.hba, self.memory, self.eip, strict=config.sanitize == "strict"
             )
@@ -225,6 +234,9 @@ class Board:
         plan = config.faults
         if plan is None or not plan.layer_faults("ata"):
             return AtaDisk(dev, write_cache=config.write_cache)
+        from emu.ata.cache import VolatileCache
+        from emu.ata.faults import DiskFaults
+
         cache = VolatileCache(dev) if plan.has_kind("power-cut") else None
         return AtaDisk(
             cache or dev,
@@ -466,7 +478,7 @@ class Board:
         return f"CPU stopped: {exc} at EIP=0x{self.eip():08x}"
 
 
-def _due_first(faults: PortFaults, hba: AhciHba):
+def _due_first(faults: "PortFaults", hba: AhciHba):
     """The HBA's MMIO read and write, each running first what injected faults held back
     until now (a completion, a link coming back)."""
 

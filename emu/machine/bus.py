@@ -130,6 +130,7 @@ class MmioBus:
         self._on_run_stop = on_run_stop
         self._regions: list[MmioRegion] = []
         self._open_pages: set[int] = set()
+        self._region_pages: set[int] = set()  # the pages the mapped regions cover
         self._callbacks: dict[int, tuple[object, object]] = {}  # base -> live C callbacks
         self._writing: tuple[int, int, int, int] | None = None  # (base, offset, size, value)
         self._replay: tuple[int, int, int, int] | None = None
@@ -146,6 +147,7 @@ class MmioBus:
         if region.base is not None:
             self._uc.mem_unmap(region.base, region.size)
             self._callbacks.pop(region.base, None)
+            self._region_pages.difference_update(_pages(region.base, region.size))
             region.base = None
         if base is None or base % PAGE_SIZE or base + region.size > 1 << 32:
             return
@@ -155,13 +157,14 @@ class MmioBus:
         ):
             self._reporter.stray(f"{region.name} placed over RAM or another device at 0x{base:x}")
             return
-        for page in range(base, base + region.size, PAGE_SIZE):
+        for page in _pages(base, region.size):
             if page in self._open_pages:
                 self._open_pages.discard(page)
                 self._uc.mem_unmap(page, PAGE_SIZE)
                 self._callbacks.pop(page, None)
         self._map(base, region.size, region.read, region.write, region.name)
         region.base = base
+        self._region_pages.update(_pages(base, region.size))
 
     def _map(self, base: int, size: int, read: ReadFn, write: WriteFn, name: str) -> None:
         """uc_mmio_map with raw callbacks. A device raises only :class:`RunStop`, to end the
@@ -231,9 +234,8 @@ class MmioBus:
 
     def decodes(self, page: int) -> bool:
         """Whether a region or an open-bus page answers at physical ``page``."""
-        return page in self._open_pages or any(
-            r.base is not None and r.base <= page < r.base + r.size for r in self._regions
-        )
+        page &= ~(PAGE_SIZE - 1)
+        return page in self._region_pages or page in self._open_pages
 
     def open_bus(self, address: int, is_write: bool) -> bool:
         """Decode an access nothing claims: map its page as open bus (reported once)."""
@@ -245,6 +247,10 @@ class MmioBus:
         self._open_pages.add(page)
         self._map(page, PAGE_SIZE, _read_ones, _drop, "open bus")
         return True
+
+
+def _pages(base: int, size: int) -> range:
+    return range(base, base + size, PAGE_SIZE)
 
 
 def _read_ones(_offset: int, size: int) -> int:

@@ -1,13 +1,13 @@
 """Linux bzImage loading by the x86 boot protocol (2.12 or later), 64-bit entry.
 
 The kernel is not left to decompress itself: the compressed payload the setup
-header points to (payload_offset/payload_length) is unpacked here, on the host,
-and the resulting vmlinux ELF's segments are copied to their physical addresses
-(the kernel's own link address, CONFIG_PHYSICAL_START; no KASLR for the kernel
-image, as when a boot loader enters vmlinux directly). The kernel then starts at
-its 64-bit entry (the ELF entry, ``startup_64``) with RSI pointing at the zero
-page: the setup header copied from the file, the e820 map, the command line and
-the initrd, as a boot loader leaves them.
+header points to (payload_offset/payload_length) is unpacked here, on the host
+(and kept for the next boot of the same kernel), and the resulting vmlinux ELF's
+segments are copied to their physical addresses (the kernel's own link address,
+CONFIG_PHYSICAL_START; no KASLR for the kernel image, as when a boot loader enters
+vmlinux directly). The kernel then starts at its 64-bit entry (the ELF entry,
+``startup_64``) with RSI pointing at the zero page: the setup header copied from
+the file, the e820 map, the command line and the initrd, as a boot loader leaves them.
 
 Guest-physical layout the loader writes (all below 1 MiB except the initrd):
 
@@ -28,12 +28,12 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from emu.machine import vmlinux_cache
+from emu.machine.bzimage_magic import is_bzimage
 from emu.machine.errors import LoadError
 from emu.machine.memory import PAGE_SIZE, GuestMemory
 
 MIN_PROTOCOL = 0x020C  # 2.12: xloadflags, 64-bit entry, payload fields
-HEADER_MAGIC = b"HdrS"
-BOOT_FLAG = 0xAA55
 SECTOR = 512
 DEFAULT_SETUP_SECTS = 4  # setup_sects 0 means 4
 
@@ -41,9 +41,7 @@ DEFAULT_SETUP_SECTS = 4  # setup_sects 0 means 4
 # and boot.rst's setup header.
 BP_E820_ENTRIES = 0x1E8
 BP_SETUP_SECTS = 0x1F1
-BP_BOOT_FLAG = 0x1FE
 BP_JUMP = 0x200
-BP_HEADER = 0x202
 BP_VERSION = 0x206
 BP_TYPE_OF_LOADER = 0x210
 BP_LOADFLAGS = 0x211
@@ -125,15 +123,6 @@ class LinuxBoot:
     zero_page: int
 
 
-def is_bzimage(head: bytes) -> bool:
-    """True when ``head`` (the file's first KiB or more) starts a Linux boot image."""
-    return (
-        len(head) > BP_HEADER + 4
-        and head[BP_HEADER : BP_HEADER + 4] == HEADER_MAGIC
-        and struct.unpack_from("<H", head, BP_BOOT_FLAG)[0] == BOOT_FLAG
-    )
-
-
 def parse_header(path: str, data: bytes) -> SetupHeader:
     """The setup header of bzImage ``data``; LoadError for what this loader cannot boot."""
     if not is_bzimage(data):
@@ -175,7 +164,12 @@ def payload_format(payload: bytes) -> str:
 
 
 def unpack_payload(path: str, payload: bytes) -> bytes:
-    """The vmlinux ELF inside ``payload``, decompressed on the host."""
+    """The vmlinux ELF inside ``payload``, decompressed on the host (once: see
+    :mod:`emu.machine.vmlinux_cache`)."""
+    return vmlinux_cache.unpacked(payload, lambda data: _decompress(path, data))
+
+
+def _decompress(path: str, payload: bytes) -> bytes:
     kind = payload_format(payload)
     try:
         if kind == "xz":

@@ -42,8 +42,9 @@ loop acts between runs (what it does where it cannot deliver).
 
 import ctypes
 import mmap
-import platform
+import os
 import struct
+import sys
 from collections.abc import Callable
 
 from unicorn import UC_HOOK_BLOCK
@@ -91,8 +92,8 @@ def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
         mov rax, flag; mov byte [rax], 1; mov rdi, rbx; mov rax, on_open; call rax
         out: add rsp, 16; pop rbx; ret
     """
-    if platform.machine().lower() not in ("x86_64", "amd64") or platform.system() == "Windows":
-        return None
+    if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
+        return None  # (os.uname, not the platform module: that one costs start-up time)
     reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
     code = (
         b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00"

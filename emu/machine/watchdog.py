@@ -21,7 +21,7 @@ from emu import interrupt
 
 _QUIT = b"\xff"
 _RESTOP_INTERVAL = 0.05  # re-issue stop: one issued between two emu_start calls is lost
-_LONGEST_WAIT = 3600.0  # select() refuses timeouts past ~292 years; wait in slices instead
+_LONGEST_WAIT = 3600.0  # poll() takes at most 2**31 - 1 ms (24.8 days); wait in slices
 
 
 class Watchdog:
@@ -34,6 +34,8 @@ class Watchdog:
         self._fired = threading.Event()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
+        self._poll = select.poll()  # not select(): a run's descriptors may pass FD_SETSIZE
+        self._poll.register(self._read_fd, select.POLLIN)
         self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         self._saved: dict[int, object] = {}
         self._saved_wakeup_fd: int | None = None
@@ -75,7 +77,7 @@ class Watchdog:
         deadline = time.monotonic() + self.timeout
         while self.reason is None:
             wait = min(_LONGEST_WAIT, max(0.0, deadline - time.monotonic()))
-            ready, _, _ = select.select([self._read_fd], [], [], wait)
+            ready = self._poll.poll(wait * 1000)
             if ready:
                 data = os.read(self._read_fd, 64)
                 if _QUIT in data:
@@ -86,6 +88,6 @@ class Watchdog:
         self._fired.set()
         while True:  # keep stopping until the run loop has seen the reason and quit
             self._stop()
-            ready, _, _ = select.select([self._read_fd], [], [], _RESTOP_INTERVAL)
+            ready = self._poll.poll(_RESTOP_INTERVAL * 1000)
             if ready and _QUIT in os.read(self._read_fd, 64):
                 return

@@ -11,10 +11,11 @@ Opening costs O(depth), not O(depth x blocks): the resolved map is filled in as
 blocks are first used.
 
 Open files: the leaf stays open; of the parents, at most
-:func:`open_parents_limit` (an eighth of ``ulimit -n``, at least 8) keep a
-descriptor (and their shared lock), the most recently read. The others
-are parked (see :meth:`emu.storage.vdi.VdiImage.park`): parents without data
-first, as they are never read; a parked parent is reopened when a read needs it,
+:func:`open_parents_limit` (an eighth of ``ulimit -n``, at least 8, after raising
+the soft limit toward the hard one if the chain needs it) keep a descriptor (and
+their shared lock), the most recently read. The others are parked (see
+:meth:`emu.storage.vdi.VdiImage.park`): parents without data first, as they are
+never read; a parked parent is reopened when a read needs it,
 and refused if it changed meanwhile. So a chain's depth is not bounded by the
 open-files limit (``ulimit -n``), only chains deeper than that limit + 1 leave
 some parents unlocked, and reads cost the same at any depth once resolved.
@@ -41,6 +42,7 @@ regular files are read (a FIFO named ``x.vdi`` is skipped, never waited on), and
 a :class:`FolderScans` reads each folder's headers once for a whole chain.
 """
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -79,25 +81,39 @@ _MASK = BLOCK_SIZE - 1
 _Location = tuple[Image, int] | None  # (image, file offset of the block) or zeros
 _BlockHandler = Callable[[int, int, list[memoryview], int], None]
 
-def open_parents_limit() -> int:
+MAX_OPEN_PARENTS = 512  # per chain, whatever the open-files limit
+
+
+def open_parents_limit(wanted: int = 0) -> int:
     """How many parents of one chain keep their file open (and locked): an eighth of
-    the soft open-files limit, at least 8 and at most 512 (128 under the usual 1024),
-    so that several disks fit and chains up to that depth never reopen a file."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    the soft open-files limit, at least 8 and at most MAX_OPEN_PARENTS (128 under the
+    usual 1024), so that several disks fit and chains up to that depth never reopen a
+    file. If ``wanted`` parents would need more and the hard limit allows it, the soft
+    limit is raised first (to eight times ``wanted`` at most), as an unprivileged
+    process may: files are then parked only where ``ulimit -Hn`` leaves no room."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return 512
-    return max(8, min(512, soft // 8))
+        return MAX_OPEN_PARENTS
+    need = min(wanted, MAX_OPEN_PARENTS) * 8
+    if need > soft and (hard == resource.RLIM_INFINITY or hard > soft):
+        raised = need if hard == resource.RLIM_INFINITY else min(hard, need)
+        with contextlib.suppress(ValueError, OSError):  # e.g. above fs.nr_open
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    return max(8, min(MAX_OPEN_PARENTS, soft // 8))
 
 
 class OpenParents:
     """The parents of a chain that hold a descriptor, least recently used first.
 
-    Admitting one more than the limit (default :func:`open_parents_limit`) parks
-    another: one without data if there is such (it is never read), else the least
-    recently used.
+    Admitting one more than the limit parks another: one without data if there is
+    such (it is never read), else the least recently used. By default the limit is
+    :func:`open_parents_limit`, asked again (it may raise the soft open-files limit)
+    before anything is parked.
     """
 
     def __init__(self, limit: int | None = None) -> None:
+        self._fixed = limit is not None
         self._limit = open_parents_limit() if limit is None else limit
         self._parked = False
         self._idle: OrderedDict[VdiImage, None] = OrderedDict()  # open, without data
@@ -111,7 +127,10 @@ class OpenParents:
     def admit(self, image: "VdiImage") -> None:
         """Count an open parent in (parking another if too many are open)."""
         (self._busy if image.allocated_blocks else self._idle)[image] = None
-        if len(self._idle) + len(self._busy) > self._limit:
+        count = len(self._idle) + len(self._busy)
+        if count > self._limit and not self._fixed:
+            self._limit = open_parents_limit(count)
+        if count > self._limit:
             idle = (self._idle or self._busy).popitem(last=False)[0]
             idle.park()
             self._parked = True

@@ -236,6 +236,7 @@ class VdiImage(_Identity, Closing):
     def __init__(self, path: str, fd: int, read_only: bool, loaded: _Loaded) -> None:
         self.path = path
         self._fd = fd  # -1 when parked or closed
+        self._parked_as: tuple[bytes, int] | None = None  # (header bytes, file size) at park
         self._closed = False
         self._read_only = read_only
         self._hdr = loaded.hdr
@@ -386,15 +387,26 @@ class VdiImage(_Identity, Closing):
         used again; the header and map stay in memory. The chain parks parents beyond the
         few it keeps open, so a chain's depth is not bounded by the open-files limit."""
         if self._read_only and self._fd >= 0:
+            try:
+                self._parked_as = _file_head(self._fd)
+            except OSError:
+                self._parked_as = None  # the reopen checks the header in full
             os.close(self._fd)
             self._fd = -1
 
     def _reopen(self) -> None:
-        """Reopen a parked image; refuse it if it changed meanwhile (another uuidModify)."""
+        """Reopen a parked image; refuse it if it changed meanwhile (another uuidModify).
+
+        A file whose header bytes and size are those it had when parked is taken as it
+        is (the common case, and the cheap one: a chain deeper than its open-files budget
+        reopens parents as it reads); any other is parsed and checked again."""
         fd = open_locked(self.path, read_only=True, exclusive=False)
         try:
-            head = os.pread(fd, _PRE_SIZE + HEADER1PLUS_SIZE, 0)
-            hdr = _parse_header(self.path, head, os.fstat(fd).st_size)
+            head, size = _file_head(fd)
+            if (head, size) == self._parked_as:
+                self._fd = fd
+                return
+            hdr = _parse_header(self.path, head, size)
         except OSError as exc:
             os.close(fd)
             raise MediumError(f"{self.path}: cannot read: {exc.strerror}") from None
@@ -729,6 +741,11 @@ def _check_map_stored(fd: int, path: str, hdr: Container) -> None:
             f"(a sparse hole up to the map's end at {map_end}: its entries would all "
             "read as slot 0)"
         )
+
+
+def _file_head(fd: int) -> tuple[bytes, int]:
+    """The bytes of the pre-header and header, and the file's size (OSError as raised)."""
+    return os.pread(fd, _PRE_SIZE + HEADER1PLUS_SIZE, 0), os.fstat(fd).st_size
 
 
 def _parse_header(path: str, head: bytes, size: int) -> Container:

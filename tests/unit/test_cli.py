@@ -38,6 +38,30 @@ def test_runs_a_guest_and_exits_with_its_code(make_guest):
     assert (proc.returncode, proc.stdout) == (9, "x")
 
 
+def test_the_quick_exit_still_runs_atexit_handlers_and_flushes_the_output(make_guest):
+    code = (
+        "import atexit, sys; from emu.cli import main; "
+        "atexit.register(lambda: print('atexit ran', end='')); "
+        f"sys.argv = ['ahci-emu', 'run', {make_guest(putc('x') + exit_with(9))!r}]; "
+        "sys.exit(main())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (9, "xatexit ran", "")
+
+
+def test_a_profiled_run_ends_normally_so_the_profile_is_written(make_guest, tmp_path):
+    profile = tmp_path / "run.prof"
+    guest = make_guest(putc("p") + exit_with(5))
+    command = ["-m", "cProfile", "-o", str(profile), "-m", "emu.cli", "run", guest]
+    proc = subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert (proc.stdout, proc.stderr) == ("p", "")  # (cProfile itself drops the status)
+    assert profile.stat().st_size > 0
+
+
 def test_default_run_is_demo_on_a_scratch_disk():
     proc = ahci_emu("run")
     assert proc.returncode == 0, proc.stderr

@@ -42,6 +42,14 @@ def ours(path: str) -> bool:
     return Path(path).is_absolute() and Path(path).resolve().is_relative_to(EMU_DIR)
 
 
+def site_interrupted(err: str) -> bool:
+    """CPython's own report of a SIGINT while it imported site (and the .pth files of
+    the environment), before any of ahci-emu's code ran."""
+    return err.startswith("Fatal Python error: init_import_site:") and (
+        "\nKeyboardInterrupt\n" in err
+    )
+
+
 def classify(status: int, out: str, err: str) -> str:
     """The outcome of one interrupted run; fails the test on any outcome not allowed."""
     frames = FRAME.findall(err)
@@ -57,7 +65,7 @@ def classify(status: int, out: str, err: str) -> str:
         return "interrupted"
     if status in (-signal.SIGINT, 1):  # Python's own start-up
         assert out == ""
-        assert err == "" or err.rstrip().endswith("KeyboardInterrupt"), err
+        assert err == "" or err.rstrip().endswith("KeyboardInterrupt") or site_interrupted(err), err
         return "before ahci-emu started"
     if status == 124:  # Python dropped it before ahci-emu's first line, and said so
         assert "KeyboardInterrupt" in err

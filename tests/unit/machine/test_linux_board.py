@@ -7,7 +7,7 @@ import sys
 
 from bzimages import ENTRY_OFFSET, KERNEL_ADDRESS, make_bzimage, make_vmlinux
 
-from emu.machine.linux_board import CRYSTAL_HZ, tsc_leaf
+from emu.machine.linux_board import CRYSTAL_HZ, STOP_STORM_ENV, stop_storm_seconds, tsc_leaf
 
 IDT_OFFSET = 0x1000
 TIMER_VECTOR = 0x40
@@ -140,3 +140,12 @@ def test_syscall_and_kernel_cpuid_take_effect_while_a_stop_is_pending(tmp_path):
     assert CRYSTAL_HZ == 25_000_000
     proc = run(tmp_path, kernel_text(code), "--timeout", "30")
     assert proc.returncode == 7, proc.stderr
+
+
+def test_the_stop_storm_knob_takes_only_a_sane_number_of_microseconds(monkeypatch):
+    for text, seconds in (("50", 50e-6), ("0.5", 0.5e-6), ("0", None), ("-3", None),
+                          ("nan", None), ("inf", None), ("fast", None), ("", None)):  # fmt: skip
+        monkeypatch.setenv(STOP_STORM_ENV, text)
+        assert stop_storm_seconds() == seconds, text
+    monkeypatch.delenv(STOP_STORM_ENV)
+    assert stop_storm_seconds() is None
