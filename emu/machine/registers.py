@@ -72,6 +72,7 @@ class Registers:
             raise UcError(status)
         return self._msr.value
 
+
 class RegisterBatch:
     """A fixed list of registers that fit 64 bits, read or written together in one
     libunicorn call (uc_reg_read_batch / uc_reg_write_batch): each call through ctypes
