@@ -48,7 +48,7 @@ from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.ahci_pci import AhciFunction
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
-from emu.machine.interrupts import HLT_OPCODE, deliver
+from emu.machine.interrupts import HLT_OPCODE, InterruptEntry
 from emu.machine.irqwindow import InterruptWindow
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
@@ -152,7 +152,9 @@ class Board:
         attach_chipset(self.pci)
         self._attach_ahci(config)
         self._stop_requested = False
-        self._window = InterruptWindow(uc)
+        self._window_fault: GuestFault | None = None  # delivery failed inside the run
+        self._window = InterruptWindow(uc, self._window_opened)
+        self._entry = InterruptEntry(uc, self.regs, self.memory)
         # Runs end only by a stop. With exits enabled and none set, Unicorn does not look
         # up the code at "until" at each emu_start: that TLB fill (a Python callback) also
         # evicted the AHCI BAR's entry, which shares its TLB slot, so an interrupt-driven
@@ -269,6 +271,23 @@ class Board:
         self._stop_requested = True
         self.mmio.stop()
 
+    def _window_opened(self) -> None:
+        """The interrupt window saw IF=1 at the start of a block, inside emu_start: enter
+        the pending handler there. Writing EIP makes Unicorn go on at the handler without
+        leaving emu_start, so an interrupt costs no run-loop round trip. A guest without
+        a usable gate stops the run, which then reports it."""
+        try:
+            vector = self.apic.deliverable()
+            if vector is None:
+                self._window.disarm()
+            else:
+                self._enter(vector)
+        except GuestFault as fault:
+            self._window_fault = fault
+            self.uc.emu_stop()
+        except Exception as exc:  # a raw callback must not raise: stop the run instead
+            self._device_error(f"interrupt delivery failed: {exc!r}")
+
     # -- hooks (Unicorn calls these from inside emu_start) ------------------------------
 
     def eip(self) -> int:
@@ -357,6 +376,8 @@ class Board:
                 except UcError as exc:
                     if self._fault is None:
                         self._fault = self._describe(exc)
+                if self._window_fault is not None:
+                    raise self._window_fault
                 if (code := self._verdict(watchdog)) is not None:
                     return code
                 if self.mmio.replay_pending:
@@ -398,8 +419,12 @@ class Board:
         if not self.regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
             self._window.arm()
             return
+        self._enter(vector)
+
+    def _enter(self, vector: int) -> None:
+        """Take ``vector`` (EFLAGS.IF is set): into service, and into its handler."""
         self.apic.acknowledge(vector)
-        deliver(self.regs, self.memory, vector)
+        self._entry.deliver(vector)
         if self.apic.deliverable() is None:
             self._window.disarm()
         else:

@@ -30,8 +30,14 @@ While armed the watch runs at every block, and a guest that issues commands
 with interrupts disabled runs thousands of blocks (its memsets) before it sets
 IF again: a Python callback costs about 1 us each time. So on x86-64 hosts the
 watch is 60 bytes of machine code (:func:`_native_watch`): read EFLAGS through
-uc_reg_read, and if IF is set, raise a flag and call uc_emu_stop. Where an
-executable page cannot be had, the same check runs in Python.
+uc_reg_read, and if IF is set, raise a flag and call the window's ``on_open``.
+Where an executable page cannot be had, the same check runs in Python.
+
+``on_open`` runs inside the emulation, at the start of the block, before any of
+its instructions. It may enter the interrupt handler right there: a register
+write of EIP from a hook makes Unicorn leave the block and go on at the new EIP
+without returning from uc_emu_start. Or it may stop the CPU, so that the run
+loop acts between runs (what it does where it cannot deliver).
 """
 
 import ctypes
@@ -39,6 +45,7 @@ import mmap
 import os
 import struct
 import sys
+from collections.abc import Callable
 
 from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import uclib
@@ -70,20 +77,24 @@ class _HookRecord(ctypes.Structure):
     ]
 
 
-def _native_watch(flag: int) -> tuple[mmap.mmap, int] | None:
+# on_open as C calls it: (uc)
+OPEN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
     """The watch as x86-64 System V machine code: ``(page, entry)``, or None where it
-    cannot run. It sets the byte at ``flag`` and stops the CPU when EFLAGS.IF is set::
+    cannot run. When EFLAGS.IF is set it sets the byte at ``flag`` and calls the C
+    function ``on_open(uc)``::
 
         push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
         mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; mov rax, uc_reg_read; call rax
         test dword [rsp], 0x200; jz out
-        mov rax, flag; mov byte [rax], 1; mov rdi, rbx; mov rax, uc_emu_stop; call rax
+        mov rax, flag; mov byte [rax], 1; mov rdi, rbx; mov rax, on_open; call rax
         out: add rsp, 16; pop rbx; ret
     """
     if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
         return None  # (os.uname, not the platform module: that one costs start-up time)
     reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
-    emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
     code = (
         b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00"
         + b"\xbe"
@@ -93,7 +104,7 @@ def _native_watch(flag: int) -> tuple[mmap.mmap, int] | None:
         + b"\xff\xd0\xf7\x04\x24\x00\x02\x00\x00\x74\x1c\x48\xb8"
         + struct.pack("<Q", flag)
         + b"\xc6\x00\x01\x48\x89\xdf\x48\xb8"
-        + struct.pack("<Q", emu_stop)
+        + struct.pack("<Q", on_open)
         + b"\xff\xd0\x48\x83\xc4\x10\x5b\xc3"
     )
     try:
@@ -105,10 +116,11 @@ def _native_watch(flag: int) -> tuple[mmap.mmap, int] | None:
 
 
 class InterruptWindow:
-    """Stops the guest at the first block that starts with IF=1 while armed;
-    :attr:`opened` then says so until the next :meth:`disarm` or :meth:`arm`."""
+    """Calls ``on_open`` at the first block that starts with IF=1 while armed (inside
+    the emulation); :attr:`opened` then says so until the next :meth:`disarm` or
+    :meth:`arm`. ``on_open`` must not raise: it stops the CPU instead."""
 
-    def __init__(self, uc) -> None:
+    def __init__(self, uc, on_open: Callable[[], None]) -> None:
         self._uc = uc
         self._anchored = False
         self._armed = False
@@ -116,8 +128,12 @@ class InterruptWindow:
         self._record: _HookRecord | None = None  # None: add and delete the watch
         self._opened = ctypes.c_uint8()
         self._eflags = ctypes.c_uint32()
+        self._open = on_open
+        self._on_open = OPEN(lambda _uch: on_open())
         self._python_watch = rawhooks.BLOCK(self._check)
-        native = _native_watch(ctypes.addressof(self._opened))
+        native = _native_watch(
+            ctypes.addressof(self._opened), rawhooks.function_pointer(self._on_open).value
+        )
         self._native_page = native[0] if native else None  # kept alive with the hook
         self._function = (
             ctypes.c_void_p(native[1]) if native else rawhooks.function_pointer(self._python_watch)
@@ -176,4 +192,4 @@ class InterruptWindow:
         uclib.uc_reg_read(uch, UC_X86_REG_EFLAGS, ctypes.byref(self._eflags))
         if self._eflags.value & EFLAGS_IF:
             self._opened.value = 1
-            uclib.uc_emu_stop(uch)
+            self._open()
