@@ -80,7 +80,7 @@ def test_the_cache_keeps_the_most_recently_used_kernels_and_nothing_it_did_not_w
     lookalike.symlink_to(foreign)
     payloads = [lzma.compress(make_vmlinux(bytes([n]) * 4096)) for n in range(3)]
     names = [hashlib.sha256(p).hexdigest() + ".vmlinux" for p in payloads]
-    for when, payload, name in zip((100, 200), payloads, names):
+    for when, payload, name in zip((100, 200), payloads[:2], names[:2], strict=True):
         vmlinux_cache.unpacked(payload, Unpacker(), tmp_path, min_payload=0)
         os.utime(tmp_path / name, (when, when))
     # Using the first kernel again makes it the most recent; the second is then evicted.
