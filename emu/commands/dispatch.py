@@ -77,7 +77,10 @@ def fail(message: str, status: int) -> int:
 
 def _flush_stdout() -> None:
     """What is still buffered for stdout goes out here: a closed pipe stays
-    BrokenPipeError; any other failure (a full disk) names stdout."""
+    BrokenPipeError; any other failure (a full disk) names stdout. A closed stdout
+    (``>&-``: Python has no sys.stdout) holds nothing."""
+    if sys.stdout is None:
+        return
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -190,7 +191,7 @@ def boot(
     guest = check_run_arguments(args)  # again: the disks are open now, their locks count
     linux = guest_kind(guest) == "linux"
     with contextlib.ExitStack() as stack:
-        serial = stack.enter_context(open_output(args.serial, "wb", sys.stdout.buffer))
+        serial = stack.enter_context(open_output(args.serial, "wb", _stdout_bytes()))
         trace = stack.enter_context(open_output(args.trace, "w", None)) if args.trace else None
         if linux:
             from emu.machine.linux_board import LinuxBoard as board_class
@@ -297,6 +298,25 @@ def open_output(path: str | None, mode: str, default: IO | None) -> Iterator[IO 
         raise
     with _named_errors(path):
         stream.close()  # what is still buffered is written here
+
+
+def _stdout_bytes() -> IO:
+    """stdout's byte stream; with stdout closed (``>&-``: Python has no sys.stdout), one
+    whose writes fail as writes to a closed descriptor do, so only a run that prints
+    fails (``stdout: cannot write: Bad file descriptor``, status 1), as ``cat`` would."""
+    if sys.stdout is not None:
+        return sys.stdout.buffer
+    return _ClosedOutput()
+
+
+class _ClosedOutput:
+    """The output of a closed descriptor: every write fails with EBADF."""
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    def flush(self) -> None:
+        pass
 
 
 class _NamedOutput:

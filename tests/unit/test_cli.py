@@ -275,3 +275,23 @@ def test_an_interrupt_python_wrapped_in_another_error_is_still_an_interrupt(monk
     monkeypatch.setattr(run, "resolve_guest", _raise(wrapped))
     assert cli.main(["run", "hello"]) == 130
     assert capsys.readouterr().err == "ahci-emu: error: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("prints", "status", "stderr"),
+    [
+        (True, 1, "ahci-emu: error: stdout: cannot write: Bad file descriptor\n"),
+        (False, 7, ""),
+    ],
+)
+def test_a_closed_stdout_fails_only_a_run_that_prints(make_guest, prints, status, stderr):
+    guest = make_guest((putc("x") if prints else b"") + exit_with(7))
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m emu.cli run "$1" >&-', sys.executable, guest],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (status, stderr)
