@@ -56,11 +56,13 @@ def unpacked(
         return unpack(payload)
     folder = folder or cache_dir()
     entry = folder / f"{hashlib.sha256(payload).hexdigest()}.vmlinux"
+    data = None
     with contextlib.suppress(OSError):
         data = _intact(entry.read_bytes())
-        if data is not None:
+    if data is not None:
+        with contextlib.suppress(OSError):  # a cache shared read-only still serves
             os.utime(entry)
-            return data
+        return data
     data = unpack(payload)
     with contextlib.suppress(OSError):
         _store(entry, data)

@@ -99,3 +99,15 @@ def test_a_killed_runs_old_temporary_is_removed_and_a_fresh_one_is_not(tmp_path)
     os.utime(old, (1, 1))
     vmlinux_cache.unpacked(PAYLOAD, Unpacker(), tmp_path, min_payload=0)
     assert not old.exists() and fresh.exists()
+
+
+def test_an_entry_whose_time_cannot_be_touched_is_still_used(tmp_path, monkeypatch):
+    vmlinux_cache.unpacked(PAYLOAD, Unpacker(), tmp_path, min_payload=0)
+
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(1, "Operation not permitted")  # a cache shared read-only
+
+    monkeypatch.setattr(os, "utime", refuse)
+    unpack = Unpacker()
+    assert vmlinux_cache.unpacked(PAYLOAD, unpack, tmp_path, min_payload=0) == VMLINUX
+    assert unpack.calls == 0
