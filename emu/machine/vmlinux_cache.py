@@ -9,22 +9,33 @@ concurrent runs are safe), and used only if its trailer (length and CRC-32 of th
 vmlinux) matches what it holds, so a damaged entry is unpacked afresh. Payloads
 below ``MIN_PAYLOAD`` are not worth a file and are always unpacked.
 
-The folder is ``$XDG_CACHE_HOME/ahci-emu/vmlinux``, else ``~/.cache/ahci-emu/vmlinux``;
-everything in it belongs to this module. When it cannot be read or written the
-kernel is simply unpacked every time: the cache never makes a boot fail.
+The folder is ``$XDG_CACHE_HOME/ahci-emu/vmlinux``, else ``~/.cache/ahci-emu/vmlinux``.
+It holds at most ``KEEP`` kernels: an entry is touched when used, and storing a
+new one removes the least recently used beyond that. Only files named as this
+module names its entries (and its own temporaries left by a killed run, after a
+day) are ever removed; anything else in the folder is left alone. When it cannot
+be read or written the kernel is simply unpacked every time: the cache never
+makes a boot fail.
 """
 
 import contextlib
 import hashlib
 import os
+import re
+import stat
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 MIN_PAYLOAD = 1 << 20  # bytes of compressed payload: smaller kernels unpack in no time
 TRAILER = struct.Struct("<QI")  # after the vmlinux: its length and CRC-32
+KEEP = 4  # kernels kept (66 MiB each for Debian's)
+ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.vmlinux")
+TEMPORARY_PREFIX = ".unpacking-"
+STALE_TEMPORARY = 86400.0  # seconds after which a temporary is a killed run's leftover
 
 
 def cache_dir() -> Path:
@@ -48,10 +59,12 @@ def unpacked(
     with contextlib.suppress(OSError):
         data = _intact(entry.read_bytes())
         if data is not None:
+            os.utime(entry)
             return data
     data = unpack(payload)
     with contextlib.suppress(OSError):
         _store(entry, data)
+        _prune(folder, KEEP)
     return data
 
 
@@ -68,7 +81,7 @@ def _intact(raw: bytes) -> bytes | None:
 
 def _store(entry: Path, data: bytes) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".unpacking-", dir=entry.parent)
+    fd, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=entry.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -78,3 +91,21 @@ def _store(entry: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Remove this module's entries beyond the ``keep`` most recently used, and its
+    temporaries older than a day; never a symlink or a file it did not name."""
+    entries = []
+    now = time.time()
+    for name in os.listdir(folder):
+        path = folder / name
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        if ENTRY_NAME.fullmatch(name):
+            entries.append((info.st_mtime, path))
+        elif name.startswith(TEMPORARY_PREFIX) and now - info.st_mtime > STALE_TEMPORARY:
+            path.unlink()
+    for _, path in sorted(entries, reverse=True)[keep:]:
+        path.unlink()

@@ -1,7 +1,9 @@
 """The unpacked-kernel cache: a kernel is decompressed once, a damaged entry is redone,
 and the cache never makes a load fail."""
 
+import hashlib
 import lzma
+import os
 
 from bzimages import make_vmlinux
 
@@ -66,3 +68,34 @@ def test_an_unusable_cache_folder_only_costs_the_unpacking(tmp_path):
 def test_the_folder_follows_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert vmlinux_cache.cache_dir() == tmp_path / "ahci-emu" / "vmlinux"
+
+
+def test_the_cache_keeps_the_most_recently_used_kernels_and_nothing_it_did_not_write(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(vmlinux_cache, "KEEP", 2)
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("mine")
+    lookalike = tmp_path / ("0" * 64 + ".vmlinux")
+    lookalike.symlink_to(foreign)
+    payloads = [lzma.compress(make_vmlinux(bytes([n]) * 4096)) for n in range(3)]
+    names = [hashlib.sha256(p).hexdigest() + ".vmlinux" for p in payloads]
+    for when, payload, name in zip((100, 200), payloads[:2], names[:2], strict=True):
+        vmlinux_cache.unpacked(payload, Unpacker(), tmp_path, min_payload=0)
+        os.utime(tmp_path / name, (when, when))
+    # Using the first kernel again makes it the most recent; the second is then evicted.
+    vmlinux_cache.unpacked(payloads[0], Unpacker(), tmp_path, min_payload=0)
+    vmlinux_cache.unpacked(payloads[2], Unpacker(), tmp_path, min_payload=0)
+    kept = {p.name for p in tmp_path.iterdir() if not p.is_symlink() and p.suffix == ".vmlinux"}
+    assert kept == {names[0], names[2]}
+    assert foreign.read_text() == "mine" and lookalike.is_symlink()
+
+
+def test_a_killed_runs_old_temporary_is_removed_and_a_fresh_one_is_not(tmp_path):
+    old = tmp_path / ".unpacking-old"
+    fresh = tmp_path / ".unpacking-fresh"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    vmlinux_cache.unpacked(PAYLOAD, Unpacker(), tmp_path, min_payload=0)
+    assert not old.exists() and fresh.exists()
