@@ -38,14 +38,16 @@ class InterruptEntry:
         self._regs = regs
         self._memory = memory
         self._state = RegisterBatch(
-            uc, (UC_X86_REG_EFLAGS, UC_X86_REG_ESP, UC_X86_REG_EIP, UC_X86_REG_CS)
+            uc,
+            (UC_X86_REG_EFLAGS, UC_X86_REG_ESP, UC_X86_REG_EIP, UC_X86_REG_CS),
+            UC_X86_REG_IDTR,
         )
         self._entry = RegisterBatch(uc, (UC_X86_REG_ESP, UC_X86_REG_EFLAGS))
 
     def deliver(self, vector: int) -> None:
         """Enter the handler of ``vector``; GuestFault when the guest has no usable gate."""
         regs, memory = self._regs, self._memory
-        base, limit = regs.read_table(UC_X86_REG_IDTR)
+        eflags, esp, eip, cs, base, limit = self._state.read()
         if vector * 8 + 7 > limit:
             raise GuestFault(f"interrupt vector {vector} is past the IDT limit (triple fault)")
         try:
@@ -55,7 +57,6 @@ class InterruptEntry:
         kind = (high >> 8) & 0x1F
         if not high & 0x8000 or kind not in (GATE_INTERRUPT_32, GATE_TRAP_32):
             raise GuestFault(f"interrupt vector {vector} has no present 32-bit gate (triple fault)")
-        eflags, esp, eip, cs = self._state.read()
         esp = (esp - 12) & 0xFFFFFFFF
         if eip < memory.size and memory.mem[eip] == HLT_OPCODE:
             # About to halt (as in "sti; hlt", whose HLT runs in STI's shadow): the CPU

@@ -4,10 +4,10 @@ The run loop reads EIP and EFLAGS at every stop, and interrupt delivery and the
 TLB fill touch a few more: the binding's ``reg_read``/``reg_write`` cost about
 three times as much per call (they pick a register class on every call).
 :meth:`read` and :meth:`write` take registers that fit 64 bits (general, segment
-selectors, EFLAGS, CRn); :meth:`read_table` the descriptor-table registers;
-:meth:`read_msr` a model-specific register (the binding's MSR read costs about
-twenty times as much: the Linux board reads three per SYSCALL).
-A :class:`RegisterBatch` reads or writes a fixed set of them in one call.
+selectors, EFLAGS, CRn); :meth:`read_msr` a model-specific register (the
+binding's MSR read costs about twenty times as much: the Linux board reads three
+per SYSCALL). A :class:`RegisterBatch` reads or writes a fixed set of them, and
+reads a descriptor-table register such as IDTR, in one call.
 """
 
 import ctypes
@@ -40,8 +40,6 @@ class Registers:
         self._uch = uc._uch
         self._value = ctypes.c_uint64()
         self._ref = ctypes.byref(self._value)
-        self._table = _TableRegister()
-        self._table_ref = ctypes.byref(self._table)
         self._msr = _Msr()
         self._msr_ref = ctypes.byref(self._msr)
 
@@ -58,13 +56,6 @@ class Registers:
         if status:
             raise UcError(status)
 
-    def read_table(self, reg: int) -> tuple[int, int]:
-        """(base, limit) of a descriptor-table register such as IDTR."""
-        status = uclib.uc_reg_read(self._uch, reg, self._table_ref)
-        if status:
-            raise UcError(status)
-        return self._table.base, self._table.limit
-
     def read_msr(self, msr: int) -> int:
         self._msr.rid = msr
         status = uclib.uc_reg_read(self._uch, UC_X86_REG_MSR, self._msr_ref)
@@ -74,28 +65,41 @@ class Registers:
 
 
 class RegisterBatch:
-    """A fixed list of registers that fit 64 bits, read or written together in one
-    libunicorn call (uc_reg_read_batch / uc_reg_write_batch): each call through ctypes
-    costs about as much as the register access itself."""
+    """A fixed list of registers that fit 64 bits, and optionally one descriptor-table
+    register, read or written together in one libunicorn call (uc_reg_read_batch /
+    uc_reg_write_batch): each call through ctypes costs about as much as the register
+    access itself."""
 
-    def __init__(self, uc, regs: Sequence[int]) -> None:
+    def __init__(self, uc, regs: Sequence[int], table: int | None = None) -> None:
         self._uch = uc._uch
         self._count = len(regs)
-        self._ids = (ctypes.c_int * self._count)(*regs)
         self._values = (ctypes.c_uint64 * self._count)()
         base = ctypes.addressof(self._values)
-        self._pointers = (ctypes.c_void_p * self._count)(
-            *(base + 8 * i for i in range(self._count))
-        )
+        pointers = [base + 8 * i for i in range(self._count)]
+        ids = list(regs)
+        self._table = _TableRegister() if table is not None else None
+        if self._table is not None:
+            ids.append(table)
+            pointers.append(ctypes.addressof(self._table))
+        self._all = len(ids)
+        self._ids = (ctypes.c_int * self._all)(*ids)
+        self._pointers = (ctypes.c_void_p * self._all)(*pointers)
 
     def read(self) -> list[int]:
+        """The registers' values in order, then the table register's base and limit."""
         ctypes.memset(self._values, 0, 8 * self._count)  # narrower registers fill low bytes
-        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._pointers, self._count)
+        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._pointers, self._all)
         if status:
             raise UcError(status)
-        return self._values[:]
+        values = self._values[:]
+        if self._table is not None:
+            values += (self._table.base, self._table.limit)
+        return values
 
     def write(self, *values: int) -> None:
+        """Write the registers (not a table register: a batch that has one only reads)."""
+        if self._table is not None:
+            raise ValueError("a batch with a descriptor-table register only reads")
         self._values[:] = values
         status = uclib.uc_reg_write_batch(self._uch, self._ids, self._pointers, self._count)
         if status:
