@@ -14,12 +14,19 @@ thread of its own, without Python. Arming is one ``timer_settime`` call with an
 absolute CLOCK_MONOTONIC time (the clock of ``time.monotonic``). A stop issued
 just before emu_start begins is lost, so once the moment has passed the timer
 repeats the stop every ``RESTOP_SECONDS`` until the loop arms a new moment.
+
+Deleting a POSIX timer does not wait for a notification already on its way, so
+a late ``uc_emu_stop`` could reach a Unicorn instance freed as soon as the board
+is dropped. A retired timer therefore keeps its Unicorn instance alive for
+``HOLD_SECONDS`` more (a late stop on an instance that no longer runs is harmless).
 """
 
 import ctypes
 import ctypes.util
 import math
 import os
+import time
+from collections import deque
 
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -29,6 +36,10 @@ RESTOP_SECONDS = 0.002
 CLOCK_MONOTONIC = 1
 SIGEV_THREAD = 2
 TIMER_ABSTIME = 1
+HOLD_SECONDS = 10.0
+
+# (release time, Unicorn instance) of timers deleted recently: see the module doc.
+_retired: deque[tuple[float, object]] = deque()
 
 
 class _SigEvent(ctypes.Structure):
@@ -63,6 +74,7 @@ class StopTimer:
     def __init__(self, uc) -> None:
         """Stops ``uc`` (a Unicorn instance) when the armed moment comes."""
         self._libc = _libc()
+        self._uc = uc
         self._uch = ctypes.cast(uc._uch, ctypes.c_void_p).value
         self._timer = ctypes.c_void_p()
         self._spec = _ItimerSpec()
@@ -84,6 +96,10 @@ class StopTimer:
         if self._created:
             self._libc.timer_delete(self._timer)
             self._created = False
+            now = time.monotonic()
+            while _retired and _retired[0][0] <= now:
+                _retired.popleft()
+            _retired.append((now + HOLD_SECONDS, self._uc))
 
     def arm(self, when: float | None) -> None:
         """Stop the CPU at host monotonic time ``when`` (None: no stop needed)."""

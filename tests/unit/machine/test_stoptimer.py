@@ -1,7 +1,9 @@
 """The CPU stop timer: a spinning guest stops once the armed moment has come, a stop
 armed before the run starts is not lost, and a disarmed timer leaves the guest alone."""
 
+import gc
 import time
+import weakref
 
 import pytest
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
@@ -43,3 +45,22 @@ def test_a_disarmed_timer_does_not_stop_the_guest(uc):
         timer.arm(None)
         uc.emu_start(0, 0x1000)
         assert watchdog.reason == "timeout"  # only the watchdog ended the run
+
+
+def test_a_deleted_timer_keeps_its_emulator_alive_for_a_late_stop(monkeypatch):
+    from emu.machine import stoptimer
+
+    monkeypatch.setattr(stoptimer, "_retired", stoptimer.deque())
+    first = Uc(UC_ARCH_X86, UC_MODE_64)
+    with StopTimer(first):
+        pass
+    alive = weakref.ref(first)
+    del first
+    gc.collect()
+    assert alive() is not None  # a notification still on its way finds it
+    monkeypatch.setattr(stoptimer, "HOLD_SECONDS", 0.0)
+    stoptimer._retired[0] = (0.0, stoptimer._retired[0][1])  # its hold is over
+    with StopTimer(Uc(UC_ARCH_X86, UC_MODE_64)):
+        pass
+    gc.collect()
+    assert alive() is None
