@@ -225,6 +225,7 @@ class Board:
             if tracer is not None:
                 self.sanitizer.listeners.append(tracer.emit)
             self.ahci.write = self.sanitizer.watch(self.ahci.write)
+            self.ahci.read = self.sanitizer.watch_reads(self.ahci.read)
         self.ahci.attach(self.pci, self.mmio, self.ports, self._move_region)
 
     @staticmethod

@@ -9,7 +9,13 @@ guest memory when slots are issued. A rule is reported once per port; under
 offending write reaches the HBA.
 
 Legal error recovery is no violation: COMRESET through PxSCTL and GHC.HR may
-come with commands outstanding, and clearing PxCMD.ST ends them.
+come with commands outstanding, and clearing PxCMD.ST ends them. Nor is a
+command issued while the port is halted before the driver could know: on real
+hardware the error is found asynchronously, so a driver may issue more commands
+(Linux's libata does, in one dispatch batch) before its interrupt handler runs.
+A command issued once the driver has read PxIS or PxTFD of the halted port, and
+before PxCMD.ST was cycled, is the violation; register reads are watched for
+that (:meth:`Sanitizer.watch_reads`).
 """
 
 import struct
@@ -59,6 +65,7 @@ class Sanitizer:
         # matter once the port uses the areas (ST, FRE set).
         self._clb_low = [0] * len(hba.ports)
         self._fb_low = [0] * len(hba.ports)
+        self._halt_seen = [False] * len(hba.ports)  # the driver read PxIS/PxTFD of the halt
         self.violations: list[dict] = []
         self.listeners: list[Callable[[dict], None]] = []
 
@@ -71,6 +78,24 @@ class Sanitizer:
             mask = (((1 << (8 * size)) - 1) << shift) & 0xFFFFFFFF
             self._check(aligned, (value << shift) & mask, mask)
             write(offset, size, value)
+
+        return checked
+
+    def watch_reads(self, read: Callable[[int, int], int]) -> Callable[[int, int], int]:
+        """``read`` (the HBA's MMIO read: offset, size) noting when the driver sees a
+        halted port's status (PxIS, PxTFD)."""
+        ports = self._hba.ports
+        seen = self._halt_seen
+
+        def checked(offset: int, size: int) -> int:
+            index = (offset - regs.PORT_BASE) >> 7
+            if (
+                0 <= index < len(ports)
+                and (offset & 0x7C) in (regs.PxIS, regs.PxTFD)
+                and ports[index].engine.halted
+            ):
+                seen[index] = True
+            return read(offset, size)
 
         return checked
 
@@ -134,6 +159,7 @@ class Sanitizer:
         for index in ports:
             self._sact_written[index] = 0
             self._srst[index] = False
+            self._halt_seen[index] = False
 
     def _cmd_write(self, port, new: int) -> None:
         old = port.cmd
@@ -183,7 +209,9 @@ class Sanitizer:
         if again:
             slot = (again & -again).bit_length() - 1
             self._violation("reissued-slot", index, slot, "PxCI written with a bit still set")
-        if issued and port.engine.halted:
+        if not port.engine.halted:
+            self._halt_seen[index] = False  # recovered (COMRESET included): a new halt is news
+        elif issued and self._halt_seen[index]:
             slot = (issued & -issued).bit_length() - 1
             self._violation(
                 "issue-while-halted", index, slot, "PxCI written while the port is halted"

@@ -47,8 +47,8 @@ RULES: dict[str, Rule] = {
         Rule("ncq-tag-mismatch", _AHCI + "3.3.13",
              "an NCQ command whose tag differs from its slot"),
         Rule("issue-while-halted", _AHCI + "6.2.2",
-             "a command issued while the port is halted on an error that software has not "
-             "cleared (PxCMD.ST not cycled)"),
+             "a command issued while the port is halted on an error that software has seen "
+             "(read PxIS or PxTFD) and not cleared (PxCMD.ST not cycled)"),
         Rule("prdtl-zero", _AHCI + "4.2.2",
              "a data-transfer command with PRDTL 0"),
         Rule("bad-command-fis", _AHCI + "4.2.3.1",

@@ -24,6 +24,7 @@ class Watched:
         self.err = io.StringIO()
         self.san = Sanitizer(self.m.hba, self.m.memory, lambda: EIP, strict=strict, stream=self.err)
         self.m.hba.write = self.san.watch(self.m.hba.write)
+        self.m.hba.read = self.san.watch_reads(self.m.hba.read)
 
     @property
     def rules(self) -> list[str]:
@@ -210,8 +211,25 @@ def test_issue_while_halted(w):
     w.m.command(0, h2d(READ_DMA_EXT, lba=1 << 20, count=1), [(DATA, 512)])  # past the end
     w.m.issue(1)
     assert w.m.hba.ports[0].engine.halted
+    assert w.m.preg(0, regs.PxIS) & regs.IS_TFES  # the driver has seen the error
     w.read(1)
     w.m.issue(1 << 1)
+    assert w.rules == ["issue-while-halted"]
+
+
+def test_a_command_issued_before_the_driver_could_see_the_halt_is_legal(w):
+    """Hardware finds errors asynchronously: Linux issues a batch of NCQ commands and
+    may issue the next before its handler has read PxIS."""
+    w.m.start(0)
+    w.m.command(0, h2d(READ_DMA_EXT, lba=1 << 20, count=1), [(DATA, 512)])  # past the end
+    w.m.issue(1)
+    assert w.m.hba.ports[0].engine.halted
+    w.read(1)
+    w.m.issue(1 << 1)
+    assert w.rules == []
+    assert w.m.preg(0, regs.PxTFD) & regs.TFD_STS_ERR  # now it knows
+    w.read(2)
+    w.m.issue(1 << 2)
     assert w.rules == ["issue-while-halted"]
 
 
