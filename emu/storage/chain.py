@@ -48,7 +48,7 @@ import itertools
 import os
 import resource
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -242,14 +242,7 @@ class Chain(Closing):
 
     def close(self) -> None:
         """Flush the leaf and close every image (idempotent)."""
-        errors = []
-        for image in self._images:
-            try:
-                image.close()
-            except StorageError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_all(self._images)
 
     # ---- introspection ------------------------------------------------------
 
@@ -550,3 +543,16 @@ def _split(
                 index, within, room, pieces, nbytes = index + 1, 0, BLOCK_SIZE, [], 0
     if pieces:
         yield index, within, pieces, nbytes
+
+
+def close_all(closables: Iterable) -> None:
+    """Close each of ``closables`` (images or chains); the first StorageError is raised
+    once all are closed, so one failing file does not leave the others open."""
+    errors = []
+    for item in closables:
+        try:
+            item.close()
+        except StorageError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]

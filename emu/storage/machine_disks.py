@@ -4,8 +4,7 @@ The machine writes only its own diffs (ownership.py): before a start, every
 leaf diff a guest will write is checked against that rule.
 """
 
-from emu.storage.chain import Chain, open_chain
-from emu.storage.errors import StorageError
+from emu.storage.chain import Chain, close_all, open_chain
 from emu.storage.machine_store import MachineStore
 from emu.storage.media import MediumType, open_shareable
 
@@ -41,11 +40,4 @@ def open_disks(store: MachineStore) -> dict[int, Chain]:
 
 def close_disks(devices: dict[int, Chain]) -> None:
     """Flush and close every device; the first failure is raised after all are closed."""
-    errors = []
-    for device in devices.values():
-        try:
-            device.close()
-        except StorageError as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    close_all(devices.values())
