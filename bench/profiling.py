@@ -7,6 +7,8 @@
                                          bench guest (QD1, NCQ, 128 KiB): where the CPU
                                          goes, Python, Unicorn, the kernel (needs perf)
     python -m bench.profiling perf --guest bench_osdev --workload qd1 --top 40
+    python -m bench.profiling floor      what Unicorn and a Python device must pay per
+                                         command, per bench guest (bench/floor.py)
 
 Everything runs in-process on emu.machine.board.Board (as `ahci-emu run` does),
 except the start-up report's whole-process timings and perf mode, which records
@@ -76,9 +78,9 @@ def data_disk(size: int = 64 << 20):
         yield path
 
 
-def run_board(disk: Path, append: str, *, hooks=None) -> float:
-    """Boot bench with ``append`` on ``disk`` in this process; seconds from Board() to exit
-    (the guest's own timing of its commands is in :func:`per_command_us`)."""
+def run_board(disk: Path, append: str, *, guest_name: str = "bench", hooks=None) -> float:
+    """Boot ``guest_name`` with ``append`` on ``disk`` in this process; seconds from
+    Board() to exit (the guest's own timing of its commands is in :func:`per_command_us`)."""
     from emu.machine.board import Board, BoardConfig
     from emu.storage.chain import open_chain
 
@@ -88,7 +90,7 @@ def run_board(disk: Path, append: str, *, hooks=None) -> float:
         board = Board(BoardConfig(disks=[chain], serial=serial))
         if hooks:
             hooks(board)
-        board.load(str(guest("bench")), append)
+        board.load(str(guest(guest_name)), append)
         code = board.run(300)
         seconds = time.perf_counter() - start
     if code != 0 or b"errors=0" not in serial.getvalue():
@@ -442,7 +444,7 @@ def perf_report(guests: list[str], workloads: list[str], top: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "what", nargs="?", choices=("qd1", "ncq", "boot", "perf", "all"), default="all"
+        "what", nargs="?", choices=("qd1", "ncq", "boot", "perf", "floor", "all"), default="all"
     )
     parser.add_argument(
         "--guest", action="append", choices=BENCH_GUESTS, help="perf: this bench guest only"
@@ -459,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
         return perf_report(
             args.guest or list(BENCH_GUESTS), args.workload or ["qd1", "ncq"], args.top
         )
+    if args.what == "floor":
+        from bench.floor import report
+
+        report()
+        return 0
     if args.what in ("qd1", "all"):
         qd1_report()
     if args.what in ("ncq", "all"):
