@@ -164,6 +164,11 @@ def _error_device(command: int, lba: int) -> int:
     return _DEVICE_LBA
 
 
+def _unreadable(command: int, lba: int) -> AtaError:
+    """The medium could not serve a read of ``command`` from ``lba``: UNC."""
+    return AtaError.unc(lba, _error_device(command, lba))
+
+
 def _clip(buffers: Sequence[memoryview], limit: int) -> list[memoryview]:
     """The leading ``limit`` bytes of ``buffers`` (which must hold at least that many)."""
     clipped = []
@@ -295,11 +300,14 @@ class AtaDisk:
     ) -> Completion:
         """Run a command :meth:`decode_transfer` accepted, with ``buffers`` holding exactly
         its bytes: what :meth:`execute` does for it."""
+        if not write:  # the common case: straight to the device
+            try:
+                self._dev.readv(lba * SECTOR_SIZE, buffers)
+            except StorageError:
+                return self._failed(tag, _unreadable(command, lba))
+            return GOOD
         try:
-            if write:
-                self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
-            else:
-                self._read(command, lba, buffers)
+            self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
         except AtaError as err:
             return self._failed(tag, err)
         return GOOD
@@ -410,7 +418,7 @@ class AtaDisk:
         try:
             self._dev.readv(lba * SECTOR_SIZE, buffers)
         except StorageError:
-            raise AtaError.unc(lba, _error_device(command, lba)) from None
+            raise _unreadable(command, lba) from None
 
     def _write(self, command: int, lba: int, buffers: Sequence[memoryview], fua: int) -> None:
         """Write ``buffers`` (possibly none) from ``lba`` on, through to the medium when the

@@ -63,6 +63,7 @@ from emu.storage.errors import (
     StorageError,
 )
 from emu.storage.image import (
+    _IOV_MAX,
     BLOCK_SIZE,
     ZEROS,
     BlockState,
@@ -76,6 +77,7 @@ if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is inv
     from emu.storage.vdi import VdiImage, VdiScan
 
 _SHIFT = BLOCK_SIZE.bit_length() - 1
+_UNRESOLVED = object()  # a block not in the resolved map yet
 _MASK = BLOCK_SIZE - 1
 
 _Location = tuple[Image, int] | None  # (image, file offset of the block) or zeros
@@ -197,20 +199,24 @@ class Chain(Closing):
         return self._images
 
     def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        if len(buffers) == 1:  # the common case: one piece within one block
-            buf = buffers[0]
-            n = len(buf)
-            within = offset & _MASK
-            if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
+        # The common case, one preadv: pieces within one block, its place resolved.
+        n = len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+        within = offset & _MASK
+        if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
+            loc = self._where.get(offset >> _SHIFT, _UNRESOLVED)
+            if loc is _UNRESOLVED:
                 loc = self._where_is(offset >> _SHIFT)
-                if loc is None:
-                    buf[:] = ZEROS[:n]
+            if loc is None:
+                for buf in buffers:
+                    buf[:] = ZEROS[: len(buf)]
+                return
+            image = loc[0]
+            try:
+                fd = image.fd if image is self._leaf else self._fd(image)
+                if len(buffers) <= _IOV_MAX and os.preadv(fd, buffers, loc[1] + within) == n:
                     return
-                try:
-                    if os.preadv(self._fd(loc[0]), buffers, loc[1] + within) == n:
-                        return
-                except (OSError, StorageError):
-                    pass  # the general path below reports it
+            except (OSError, StorageError):
+                pass  # the general path below reports it
         self._transfer(offset, buffers, self._read_block)
 
     def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
