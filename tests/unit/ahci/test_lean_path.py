@@ -232,6 +232,39 @@ def test_a_medium_failure_ends_as_on_the_full_path(failing):
     assert lean_decoded == [SET_FEATURES]
 
 
+@pytest.mark.parametrize("failing_slot", [None, 2, 5])
+def test_a_mixed_batch_in_one_pxci_write_ends_as_on_the_full_path(failing_slot):
+    """Lean and full commands in one PxCI write (the lean path hands a slot it does not
+    take to the full path and goes on with the next): queued reads and writes, a READ
+    DMA EXT, a command the lean path never takes, a control FIS, a table outside RAM, and
+    (``failing_slot``) one past the disk's end that halts the port with the rest left in
+    PxCI."""
+
+    def script(m):
+        def lba(slot: int) -> int:
+            return DISK_SECTORS - 2 if slot == failing_slot else 16 + slot * 8
+
+        m.command(0, _ncq(READ_FPDMA, lba(0), 8, 0), [(DATA, 4096)])
+        m.command(1, h2d(READ_DMA_EXT, lba=lba(1), count=8), [(DATA + 0x1000, 4096)])
+        m.command(2, _ncq(WRITE_FPDMA, lba(2), 8, 2), [(DATA + 0x2000, 4096)], write=True)
+        m.command(3, h2d(SET_FEATURES, features=0x02))  # write cache on: full path
+        m.command(4, h2d(0, c=False))  # a control FIS, SRST clear
+        m.command(5, _ncq(READ_FPDMA, lba(5), 8, 5), [(DATA + 0x3000, 2048), (DATA, 2048)])
+        m.command(6, h2d(READ_DMA_EXT, lba=lba(6), count=8), [(DATA + 0x5000, 4096)])
+        m.set_preg(0, regs.PxSACT, 0b100101)
+        m.issue(0b1111111)
+        if failing_slot is None:
+            m.command(7, h2d(READ_DMA_EXT, lba=8, count=8), [(DATA, 4096)], ctba=RAM)
+            m.issue(1 << 7)  # a table outside RAM: host bus fatal
+            assert m.preg(0, regs.PxIS) & regs.IS_HBFS
+        else:
+            assert m.preg(0, regs.PxIS) & regs.IS_TFES
+            assert m.preg(0, regs.PxCI) >> failing_slot + 1 == 0b1111111 >> failing_slot + 1
+
+    lean_decoded, _ = _both(script)
+    assert SET_FEATURES in lean_decoded or failing_slot == 2
+
+
 def test_prd_interrupt_bit_sets_dps_on_both_paths():
     def script(m):
         m.command(0, h2d(READ_DMA_EXT, lba=0, count=8), [(DATA, 4096)], prd_interrupt=True)
