@@ -240,8 +240,15 @@ class CommandEngine:
             decode_transfer = port.disk.decode_transfer
             transfer = port.disk.transfer
             walked = self._walked
-        while port.ci and not (self.halted or self.stalled or self.busy):
-            pending = port.ci
+        # Queued commands the lean path took whose acceptance (a quiet D2H FIS, a DMA Setup
+        # FIS) is not posted yet: the guest sees only the last of each, so one posting
+        # serves them all, made before anything else reaches the FIS area or PxTFD.
+        accepted = 0
+        setup = (0, 0, False)  # the DMA Setup FIS of the last one: tag, bytes, to host
+        while True:
+            pending = port.ci & ~accepted
+            if not pending or self.halted or self.stalled or self.busy:
+                break
             slot = (pending & -pending).bit_length() - 1
             port.cmd = (port.cmd & ~_CMD_CCS_MASK) | slot << _CMD_CCS_SHIFT
             header = command_list + slot * HEADER_SIZE
@@ -263,27 +270,32 @@ class CommandEngine:
                 plain = None
                 if kind == _TYPE_REG_H2D and flags & _H2D_C:
                     plain = decode_transfer(command, features, lba, count, device)
-                if plain is None:
-                    execute(slot, header, dw0 >> 16, table, area)
-                    continue
-                first, nbytes, tag, write = plain
-                buffers, interrupt_on_piece = prdt_buffers(
-                    memory, table, dw0 >> 16, nbytes, walked
-                )
-                if buffers is None or (tag is not None and tag != slot):
+                if plain is not None:
+                    first, nbytes, tag, write = plain
+                    buffers, interrupt_on_piece = prdt_buffers(
+                        memory, table, dw0 >> 16, nbytes, walked
+                    )
+                    if buffers is not None and tag == slot:
+                        accepted |= 1 << slot
+                        setup = (slot, nbytes, not write)
+                        done = transfer(command, first, buffers, tag, write, device)
+                        if done is GOOD:
+                            self._completed_tags |= 1 << slot
+                            continue
+                if accepted:
+                    self._accept(area, accepted, *setup)
+                    accepted = 0
+                if plain is None or buffers is None or (tag is not None and tag != slot):
                     execute(slot, header, dw0 >> 16, table, area)
                 elif tag is None:
                     done = transfer(command, first, buffers, None, write, device)
                     self.complete(area, slot, header, done, nbytes, interrupt_on_piece)
-                else:
-                    self._accept(slot, area, True, not write, nbytes)
-                    done = transfer(command, first, buffers, tag, write, device)
-                    if done is GOOD:
-                        self._completed_tags |= 1 << slot
-                    else:
-                        self._queued_done(area, slot, done)
-            except HostBusError as exc:
+                else:  # a queued transfer above failed: its error, after the batch's SDB
+                    self._queued_done(area, slot, done)
+            except HostBusError as exc:  # it touches neither the FIS area nor PxTFD
                 self._host_bus_fatal(slot, str(exc))
+        if accepted:
+            self._accept(area, accepted, *setup)
         if self._completed_tags:
             self._post_completions(area)
 
@@ -341,7 +353,10 @@ class CommandEngine:
             fault = faults.check(port.index, slot, tf.command, lba, count)
         if queued:
             setup = fault is None or fault.kind == "latency"
-            self._accept(slot, area, setup, req.protocol is Protocol.FPDMA_IN, nbytes)
+            if setup:
+                self._accept(area, 1 << slot, slot, nbytes, req.protocol is Protocol.FPDMA_IN)
+            else:
+                self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
         if fault is not None and fault.kind != "latency":
             self._lose(fault)
             return
@@ -366,13 +381,14 @@ class CommandEngine:
             self._ended(area, slot, header, req, done, interrupt_on_piece)
 
     def _accept(
-        self, slot: int, area: memoryview | None, setup: bool, to_host: bool, nbytes: int
+        self, area: memoryview | None, slots: int, tag: int, nbytes: int, to_host: bool
     ) -> None:
-        """The device accepts a queued command: a D2H FIS with BSY clear and I=0 frees the
-        slot, then (``setup``) a DMA Setup FIS opens the transfer."""
-        self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
-        if setup and area is not None:
-            fis.write_dma_setup(area, slot, to_host=to_host, transfer_count=nbytes)
+        """The device accepts the queued commands of ``slots``: a D2H FIS with BSY clear and
+        I=0 frees their slots, then a DMA Setup FIS opens the transfer of the last, ``tag``,
+        of ``nbytes`` bytes."""
+        self.post(area, Fis.D2H_QUIET, GOOD, slots)
+        if area is not None:
+            fis.write_dma_setup(area, tag, to_host=to_host, transfer_count=nbytes)
 
     def _ended(
         self,

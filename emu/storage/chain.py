@@ -72,6 +72,7 @@ from emu.storage.image import (
     is_zero,
     read_exact,
 )
+from emu.storage.raw import RawImage
 
 if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is involved
     from emu.storage.vdi import VdiImage, VdiScan
@@ -175,6 +176,8 @@ class Chain(Closing):
                 open_parents.admit(parent)
         self._parents = open_parents
         self._where: dict[int, _Location] = {}  # block -> location, filled in on first use
+        # A raw leaf has no parents and holds every block at its own offset.
+        self._raw = isinstance(self._leaf, RawImage)
 
     # ---- BlockDevice --------------------------------------------------------
 
@@ -199,8 +202,15 @@ class Chain(Closing):
         return self._images
 
     def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        # The common case, one preadv: pieces within one block, its place resolved.
+        # The common cases, one preadv: a raw disk (every byte at its own offset), or
+        # pieces within one block whose place is resolved.
         n = len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+        if self._raw and offset >= 0 and offset + n <= self._size and len(buffers) <= _IOV_MAX:
+            try:
+                if os.preadv(self._leaf.fd, buffers, offset) == n:
+                    return
+            except OSError:
+                pass  # the general path below reports it
         within = offset & _MASK
         if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
             loc = self._where.get(offset >> _SHIFT, _UNRESOLVED)
@@ -221,6 +231,10 @@ class Chain(Closing):
 
     def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         self._check_writable()
+        if self._raw:
+            self._check_range(offset, sum(map(len, buffers)))
+            self._leaf.write_at(offset, buffers)
+            return
         if len(buffers) == 1:  # an in-place write within one block of the leaf
             n = len(buffers[0])
             within = offset & _MASK

@@ -265,6 +265,30 @@ def test_a_mixed_batch_in_one_pxci_write_ends_as_on_the_full_path(failing_slot):
     assert SET_FEATURES in lean_decoded or failing_slot == 2
 
 
+@pytest.mark.parametrize("trouble", ["prd outside RAM", "medium fails", "overflow"])
+def test_a_queued_batch_that_fails_midway_ends_as_on_the_full_path(trouble):
+    """The lean path posts the acceptance FISes of a queued batch once: a command of the
+    batch that fails (a PRD outside RAM: host bus fatal; a read the medium refuses: an
+    SDB FIS with the error; a short PRDT: overflow) must still come after the acceptance
+    of those before it, as on the full path."""
+
+    def script(m):
+        for tag in range(4):
+            prdt = [(DATA + tag * 0x1000, 4096)]
+            if tag == 2 and trouble == "prd outside RAM":
+                prdt = [(DATA, 2048), (RAM - 1024, 2048)]
+            elif tag == 2 and trouble == "overflow":
+                prdt = [(DATA, 2048)]
+            m.command(tag, _ncq(WRITE_FPDMA if tag == 0 else READ_FPDMA, tag * 8, 8, tag), prdt)
+        if trouble == "medium fails":
+            m.disks[0].failing.add("readv")
+        m.set_preg(0, regs.PxSACT, 0b1111)
+        m.issue(0b1111)
+
+    lean_decoded, _ = _both(script)
+    assert lean_decoded == ([READ_FPDMA] if trouble == "overflow" else [])
+
+
 def test_prd_interrupt_bit_sets_dps_on_both_paths():
     def script(m):
         m.command(0, h2d(READ_DMA_EXT, lba=0, count=8), [(DATA, 4096)], prd_interrupt=True)
