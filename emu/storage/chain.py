@@ -230,11 +230,10 @@ class Chain(Closing):
         self._transfer(offset, buffers, self._read_block)
 
     def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        self._check_writable()
-        if self._raw:
-            self._check_range(offset, sum(map(len, buffers)))
-            self._leaf.write_at(offset, buffers)
+        if self._raw and offset >= 0 and offset + sum(map(len, buffers)) <= self._size:
+            self._leaf.write_at(offset, buffers)  # refuses a read-only medium as below
             return
+        self._check_writable()
         if len(buffers) == 1:  # an in-place write within one block of the leaf
             n = len(buffers[0])
             within = offset & _MASK

@@ -335,3 +335,29 @@ def test_prdt_buffers_cover_the_pieces_in_order(pieces, nbytes):
         else:
             assert b"".join(map(bytes, buffers)) == b"".join(expected)
             assert interrupt == interrupt_expected
+
+
+@given(
+    command=st.sampled_from([READ_DMA_EXT, WRITE_DMA_EXT, READ_FPDMA, WRITE_FPDMA]),
+    lba=st.one_of(st.integers(0, DISK_SECTORS + 8), st.integers(0, (1 << 48) - 1)),
+    count=st.integers(0, 0xFFFF),
+    features=st.integers(0, 0xFFFF),
+    device=st.integers(0, 0xFF),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_lean_decode_gives_what_the_full_decode_gives(command, lba, count, features, device):
+    """decode_transfer remembers a transfer's shape by (command, COUNT, FEATURES): for
+    every LBA it must say what decode's Request says, and None where decode refuses."""
+    from emu.ata.errors import AtaError
+    from emu.ata.taskfile import TaskFile
+
+    disk = make_machine(disk_sizes=(1 << 20,), ports=1).hba.ports[0].disk
+    tf = TaskFile(command, features, lba, count, device)
+    for _ in range(2):  # derived, then remembered
+        plain = disk.decode_transfer(command, features, lba, count, device)
+        try:
+            req = disk.decode(tf)
+        except AtaError:
+            assert plain is None
+            continue
+        assert plain == (req.lba, req.nbytes, req.tag, command in (WRITE_DMA_EXT, WRITE_FPDMA))
