@@ -242,7 +242,7 @@ class CommandEngine:
             walked = self._walked
         # Queued commands the lean path took whose acceptance (a quiet D2H FIS, a DMA Setup
         # FIS) is not posted yet: the guest sees only the last of each, so one posting
-        # serves them all, made before anything else reaches the FIS area or PxTFD.
+        # serves them all, made before anything else reaches the FIS area, PxTFD or PxIS.
         accepted = 0
         setup = (0, 0, False)  # the DMA Setup FIS of the last one: tag, bytes, to host
         while True:
@@ -292,7 +292,10 @@ class CommandEngine:
                     self.complete(area, slot, header, done, nbytes, interrupt_on_piece)
                 else:  # a queued transfer above failed: its error, after the batch's SDB
                     self._queued_done(area, slot, done)
-            except HostBusError as exc:  # it touches neither the FIS area nor PxTFD
+            except HostBusError as exc:
+                if accepted:  # PxCI as the full path has it when PxIS.HBFS is raised
+                    self._accept(area, accepted, *setup)
+                    accepted = 0
                 self._host_bus_fatal(slot, str(exc))
         if accepted:
             self._accept(area, accepted, *setup)
