@@ -21,7 +21,8 @@ _unpack_prd = _PRD.unpack_from
 _REMEMBERED_ENTRIES = 256
 _REMEMBERED_TABLES = 1024
 _RAW_PRDTS: dict[int, struct.Struct] = {}  # entry count -> those entries as one bytes
-_PRDBC = struct.Struct("<I")
+PRDBC = struct.Struct("<I")  # DW1 of a command header, at PRDBC_OFFSET
+PRDBC_OFFSET = 4
 
 
 def header_outside(address: int) -> HostBusError:
@@ -118,4 +119,4 @@ def _walk(
 
 def write_prdbc(ram: memoryview, header: int, count: int) -> None:
     """Write PRDBC (DW1) of the command header at ``header``."""
-    _PRDBC.pack_into(ram, header + 4, count)
+    PRDBC.pack_into(ram, header + PRDBC_OFFSET, count)

@@ -19,6 +19,8 @@ from emu.ahci.cmdtable import (
     CFIS_OFFSET,
     HEADER,
     HEADER_SIZE,
+    PRDBC,
+    PRDBC_OFFSET,
     header_outside,
     parse_prdt,
     prdt_buffers,
@@ -70,8 +72,14 @@ _CMD_ST = regs.CMD_ST
 _CMD_CCS_MASK = regs.CMD_CCS_MASK
 _CMD_CCS_SHIFT = regs.CMD_CCS_SHIFT
 _read_h2d = fis.read_h2d
+_TYPE_REG_H2D = fis.TYPE_REG_H2D
+_H2D_C = fis.H2D_C
 _HEADER = HEADER
 _write_d2h = fis.write_d2h
+_RFIS_D2H_BYTES = fis.RFIS_D2H_BYTES
+_D2H_GOOD = fis.D2H_GOOD
+_D2H_GOOD_NO_I = fis.D2H_GOOD_NO_I
+_pack_prdbc = PRDBC.pack_into
 # The FIS that ends a successful command, by protocol (indexed by Protocol's value):
 # data-in PIO ends with its PIO Setup FIS's E_Status, no D2H FIS (SATA 11.7).
 _ENDING = [Fis.D2H] * len(Protocol)
@@ -79,6 +87,10 @@ _ENDING[Protocol.PIO_IN] = Fis.PIO_IN
 _ENDING[Protocol.PIO_OUT] = Fis.PIO_OUT
 _PIO_OUT = Fis.PIO_OUT
 _SDB_STATUS = 0x77  # the Status bits a Set Device Bits FIS carries (SATA 10.5.7)
+
+
+def _table_outside(table: int) -> HostBusError:
+    return HostBusError(f"command table at 0x{table:x} is outside guest RAM")
 
 
 class CommandEngine:
@@ -140,12 +152,18 @@ class CommandEngine:
         port = self.port
         if kind is _D2H:  # the common case, first
             if area is not None:
-                _write_d2h(area, done)
+                if done is GOOD:
+                    area[_RFIS_D2H_BYTES] = _D2H_GOOD
+                else:
+                    _write_d2h(area, done)
             port.tfd = done.status | done.error << 8
             bits |= _IS_DHRS
         elif kind is _D2H_QUIET:
             if area is not None:
-                _write_d2h(area, done, False)
+                if done is GOOD:
+                    area[_RFIS_D2H_BYTES] = _D2H_GOOD_NO_I
+                else:
+                    _write_d2h(area, done, False)
             port.tfd = done.status | done.error << 8
         elif kind is _SDB:
             if area is not None:
@@ -197,7 +215,12 @@ class CommandEngine:
     def _run_pending(self) -> None:
         """Run the issued commands, lowest slot first, until none is left or one halts the
         port. Bus mastering and the FIS area are settled once for the whole write: the
-        guest cannot change them while its PxCI write runs."""
+        guest cannot change them while its PxCI write runs.
+
+        When nothing watches or perturbs the commands, a plain sector transfer (READ/WRITE
+        DMA EXT, READ/WRITE FPDMA QUEUED) that is in range, with a PRDT that covers it and
+        (queued) its slot as tag, runs here without a task file or a request (the lean
+        path); everything else goes to :meth:`_execute`, which reports every error."""
         port = self.port
         fault = port.rfis_fault
         if not self._bus_master():
@@ -207,14 +230,25 @@ class CommandEngine:
             self._host_bus_fatal((pending & -pending).bit_length() - 1, fault)
             return
         area = port.rfis
-        ram = self.memory.mem
+        memory = self.memory
+        ram = memory.mem
         command_list = port.clbu << 32 | port.clb
-        # Nothing watches or perturbs the commands: plain transfers take the lean path.
         lean = port.observer is None and port.faults is None
         execute = self._execute
         unpack_header = _HEADER.unpack_from
-        while port.ci and not (self.halted or self.stalled or self.busy):
-            pending = port.ci
+        if lean:
+            decode_transfer = port.disk.decode_transfer
+            transfer = port.disk.transfer
+            walked = self._walked
+        # Queued commands the lean path took whose acceptance (a quiet D2H FIS, a DMA Setup
+        # FIS) is not posted yet: the guest sees only the last of each, so one posting
+        # serves them all, made before anything else reaches the FIS area, PxTFD or PxIS.
+        accepted = 0
+        setup = (0, 0, False)  # the DMA Setup FIS of the last one: tag, bytes, to host
+        while True:
+            pending = port.ci & ~accepted
+            if not pending or self.halted or self.stalled or self.busy:
+                break
             slot = (pending & -pending).bit_length() - 1
             port.cmd = (port.cmd & ~_CMD_CCS_MASK) | slot << _CMD_CCS_SHIFT
             header = command_list + slot * HEADER_SIZE
@@ -223,9 +257,48 @@ class CommandEngine:
                     dw0, _prdbc, ctba, ctbau = unpack_header(ram, header)
                 except (struct.error, OverflowError):
                     raise header_outside(header) from None
-                execute(slot, header, dw0 >> 16, ctbau << 32 | (ctba & ~0x7F), area, lean)
+                table = ctbau << 32 | (ctba & ~0x7F)
+                if not lean:
+                    execute(slot, header, dw0 >> 16, table, area)
+                    continue
+                try:
+                    kind, flags, command, features, lba, count, device, _ = _read_h2d(
+                        ram, table + CFIS_OFFSET
+                    )
+                except (struct.error, OverflowError):
+                    raise _table_outside(table) from None
+                plain = None
+                if kind == _TYPE_REG_H2D and flags & _H2D_C:
+                    plain = decode_transfer(command, features, lba, count, device)
+                if plain is not None:
+                    first, nbytes, tag, write = plain
+                    buffers, interrupt_on_piece = prdt_buffers(
+                        memory, table, dw0 >> 16, nbytes, walked
+                    )
+                    if buffers is not None and tag == slot:
+                        accepted |= 1 << slot
+                        setup = (slot, nbytes, not write)
+                        done = transfer(command, first, buffers, tag, write, device)
+                        if done is GOOD:
+                            self._completed_tags |= 1 << slot
+                            continue
+                if accepted:
+                    self._accept(area, accepted, *setup)
+                    accepted = 0
+                if plain is None or buffers is None or (tag is not None and tag != slot):
+                    execute(slot, header, dw0 >> 16, table, area)
+                elif tag is None:
+                    done = transfer(command, first, buffers, None, write, device)
+                    self.complete(area, slot, header, done, nbytes, interrupt_on_piece)
+                else:  # a queued transfer above failed: its error, after the batch's SDB
+                    self._queued_done(area, slot, done)
             except HostBusError as exc:
+                if accepted:  # PxCI as the full path has it when PxIS.HBFS is raised
+                    self._accept(area, accepted, *setup)
+                    accepted = 0
                 self._host_bus_fatal(slot, str(exc))
+        if accepted:
+            self._accept(area, accepted, *setup)
         if self._completed_tags:
             self._post_completions(area)
 
@@ -238,13 +311,11 @@ class CommandEngine:
             self.post(area, _SDB, GOOD, tags=tags)
 
     def _execute(
-        self, slot: int, header: int, prdtl: int, table: int, area: memoryview | None, lean: bool
+        self, slot: int, header: int, prdtl: int, table: int, area: memoryview | None
     ) -> None:
         """Run the command of ``slot`` (its command header at ``header``, its table at
-        ``table`` with ``prdtl`` PRD entries). With ``lean``, a plain sector transfer
-        (READ/WRITE DMA EXT, READ/WRITE FPDMA QUEUED) that is in range, with a PRDT that
-        covers it and (queued) its slot as tag, runs without a task file or a request;
-        everything else takes the full path, which reports every error."""
+        ``table`` with ``prdtl`` PRD entries) through the task file and a request: the
+        full path, which reports every error and tells the observer and the faults."""
         ram = self.memory.mem
         port = self.port
         observer = port.observer
@@ -255,7 +326,7 @@ class CommandEngine:
                 ram, table + CFIS_OFFSET
             )
         except (struct.error, OverflowError):
-            raise HostBusError(f"command table at 0x{table:x} is outside guest RAM") from None
+            raise _table_outside(table) from None
         if kind != fis.TYPE_REG_H2D:
             self._refuse(slot, area, ABORTED, "command FIS is not a Register H2D FIS")
             return
@@ -263,22 +334,6 @@ class CommandEngine:
             self._device_control(slot, area, control)
             return
         disk = port.disk
-        if lean:
-            plain = disk.decode_transfer(command, features, lba, count, device)
-            if plain is not None:
-                first, nbytes, tag, write = plain
-                buffers, interrupt_on_piece = prdt_buffers(
-                    self.memory, table, prdtl, nbytes, self._walked
-                )
-                if buffers is not None and (tag is None or tag == slot):
-                    if tag is None:
-                        done = disk.transfer(command, first, buffers, None, write, device)
-                        self.complete(area, slot, header, done, nbytes, interrupt_on_piece)
-                    else:
-                        self._accept(slot, area, True, not write, nbytes)
-                        done = disk.transfer(command, first, buffers, tag, write, device)
-                        self._queued_done(area, slot, done)
-                    return
         tf = TaskFile(command, features, lba, count, device, control)
         try:
             req = disk.decode(tf)
@@ -301,7 +356,10 @@ class CommandEngine:
             fault = faults.check(port.index, slot, tf.command, lba, count)
         if queued:
             setup = fault is None or fault.kind == "latency"
-            self._accept(slot, area, setup, req.protocol is Protocol.FPDMA_IN, nbytes)
+            if setup:
+                self._accept(area, 1 << slot, slot, nbytes, req.protocol is Protocol.FPDMA_IN)
+            else:
+                self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
         if fault is not None and fault.kind != "latency":
             self._lose(fault)
             return
@@ -326,13 +384,14 @@ class CommandEngine:
             self._ended(area, slot, header, req, done, interrupt_on_piece)
 
     def _accept(
-        self, slot: int, area: memoryview | None, setup: bool, to_host: bool, nbytes: int
+        self, area: memoryview | None, slots: int, tag: int, nbytes: int, to_host: bool
     ) -> None:
-        """The device accepts a queued command: a D2H FIS with BSY clear and I=0 frees the
-        slot, then (``setup``) a DMA Setup FIS opens the transfer."""
-        self.post(area, Fis.D2H_QUIET, GOOD, 1 << slot)
-        if setup and area is not None:
-            fis.write_dma_setup(area, slot, to_host=to_host, transfer_count=nbytes)
+        """The device accepts the queued commands of ``slots``: a D2H FIS with BSY clear and
+        I=0 frees their slots, then a DMA Setup FIS opens the transfer of the last, ``tag``,
+        of ``nbytes`` bytes."""
+        self.post(area, Fis.D2H_QUIET, GOOD, slots)
+        if area is not None:
+            fis.write_dma_setup(area, tag, to_host=to_host, transfer_count=nbytes)
 
     def _ended(
         self,
@@ -405,12 +464,11 @@ class CommandEngine:
         ``header``) ended with ``done`` after moving ``nbytes``: PRDBC, then the ending
         FIS. ``pio`` is the request of a PIO data command (it ends with PIO Setup FISes),
         None for the others (a Register D2H FIS)."""
-        ram = self.memory.mem
         if done is not GOOD and done.failed:
-            write_prdbc(ram, header, 0)
+            write_prdbc(self.memory.mem, header, 0)
             self.post(area, _D2H, done, 0, _IS_TFES)
             return
-        write_prdbc(ram, header, nbytes)
+        _pack_prdbc(self.memory.mem, header + PRDBC_OFFSET, nbytes)
         bits = _IS_DPS if interrupt_on_piece else 0
         if pio is None:  # the common case, first
             self.post(area, _D2H, done, 1 << slot, bits)

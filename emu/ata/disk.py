@@ -125,6 +125,26 @@ _TRANSFERS = {
 }
 
 
+# What a plain transfer's task file says besides its LBA, by (command, COUNT, FEATURES):
+# drivers send the same few, so decode_transfer derives each once.
+_SHAPES: dict[tuple[int, int, int], tuple[int, int, int | None, bool]] = {}
+_SHAPES_KEPT = 4096
+# Plain transfers address 48 bits: their first LBA is the task file's LBA, whatever the
+# other fields, so a shape holds for every LBA.
+assert not _TRANSFERS.keys() & _LBA28_COMMANDS
+
+
+def _transfer_shape(command: int, count: int, features: int) -> tuple[int, int, int | None, bool]:
+    """(sectors, bytes, NCQ tag or None, write) of a plain transfer, remembered."""
+    queued, write = _TRANSFERS[command]
+    _, sectors = _extent_of(command, 0, count, features, 0)
+    shape = (sectors, sectors * SECTOR_SIZE, _ncq_tag(count) if queued else None, write)
+    if len(_SHAPES) >= _SHAPES_KEPT:
+        _SHAPES.clear()
+    _SHAPES[command, count, features] = shape
+    return shape
+
+
 def _extent_of(command: int, lba: int, count: int, features: int, device: int) -> tuple[int, int]:
     """(first LBA, sector count) of a sector command, by its addressing mode."""
     if command in _LBA28_COMMANDS:
@@ -162,6 +182,11 @@ def _error_device(command: int, lba: int) -> int:
     if command in _LBA28_COMMANDS:
         return _DEVICE_LBA | (lba >> 24 & 0x0F)
     return _DEVICE_LBA
+
+
+def _unreadable(command: int, lba: int) -> AtaError:
+    """The medium could not serve a read of ``command`` from ``lba``: UNC."""
+    return AtaError.unc(lba, _error_device(command, lba))
 
 
 def _clip(buffers: Sequence[memoryview], limit: int) -> list[memoryview]:
@@ -275,14 +300,15 @@ class AtaDisk:
         no faults armed, when the command is in range: (first LBA, bytes, NCQ tag or None,
         write), as :meth:`decode`'s Request has them. None for any other command and for
         one out of range: :meth:`decode` it, which reports the error."""
-        kind = _TRANSFERS.get(command)
-        if kind is None or self._faults is not None:
+        shape = _SHAPES.get((command, count, features))
+        if shape is None:
+            if command not in _TRANSFERS:
+                return None
+            shape = _transfer_shape(command, count, features)
+        sectors, nbytes, tag, write = shape
+        if lba + sectors > self._sectors or self._faults is not None:
             return None
-        lba, sectors = _extent_of(command, lba, count, features, device)
-        if lba + sectors > self._sectors:
-            return None
-        queued, write = kind
-        return lba, sectors * SECTOR_SIZE, _ncq_tag(count) if queued else None, write
+        return lba, nbytes, tag, write
 
     def transfer(
         self,
@@ -295,11 +321,14 @@ class AtaDisk:
     ) -> Completion:
         """Run a command :meth:`decode_transfer` accepted, with ``buffers`` holding exactly
         its bytes: what :meth:`execute` does for it."""
+        if not write:  # the common case: straight to the device
+            try:
+                self._dev.readv(lba * SECTOR_SIZE, buffers)
+            except StorageError:
+                return self._failed(tag, _unreadable(command, lba))
+            return GOOD
         try:
-            if write:
-                self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
-            else:
-                self._read(command, lba, buffers)
+            self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
         except AtaError as err:
             return self._failed(tag, err)
         return GOOD
@@ -410,7 +439,7 @@ class AtaDisk:
         try:
             self._dev.readv(lba * SECTOR_SIZE, buffers)
         except StorageError:
-            raise AtaError.unc(lba, _error_device(command, lba)) from None
+            raise _unreadable(command, lba) from None
 
     def _write(self, command: int, lba: int, buffers: Sequence[memoryview], fua: int) -> None:
         """Write ``buffers`` (possibly none) from ``lba`` on, through to the medium when the

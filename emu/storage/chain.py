@@ -63,6 +63,7 @@ from emu.storage.errors import (
     StorageError,
 )
 from emu.storage.image import (
+    _IOV_MAX,
     BLOCK_SIZE,
     ZEROS,
     BlockState,
@@ -71,11 +72,13 @@ from emu.storage.image import (
     is_zero,
     read_exact,
 )
+from emu.storage.raw import RawImage
 
 if TYPE_CHECKING:  # emu.storage.vdi (and construct) load only when a VDI is involved
     from emu.storage.vdi import VdiImage, VdiScan
 
 _SHIFT = BLOCK_SIZE.bit_length() - 1
+_UNRESOLVED = object()  # a block not in the resolved map yet
 _MASK = BLOCK_SIZE - 1
 
 _Location = tuple[Image, int] | None  # (image, file offset of the block) or zeros
@@ -173,6 +176,8 @@ class Chain(Closing):
                 open_parents.admit(parent)
         self._parents = open_parents
         self._where: dict[int, _Location] = {}  # block -> location, filled in on first use
+        # A raw leaf has no parents and holds every block at its own offset.
+        self._raw = isinstance(self._leaf, RawImage)
 
     # ---- BlockDevice --------------------------------------------------------
 
@@ -197,23 +202,37 @@ class Chain(Closing):
         return self._images
 
     def readv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        if len(buffers) == 1:  # the common case: one piece within one block
-            buf = buffers[0]
-            n = len(buf)
-            within = offset & _MASK
-            if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
-                loc = self._where_is(offset >> _SHIFT)
-                if loc is None:
-                    buf[:] = ZEROS[:n]
+        # The common cases, one preadv: a raw disk (every byte at its own offset), or
+        # pieces within one block whose place is resolved.
+        n = len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+        if self._raw and offset >= 0 and offset + n <= self._size and len(buffers) <= _IOV_MAX:
+            try:
+                if os.preadv(self._leaf.fd, buffers, offset) == n:
                     return
-                try:
-                    if os.preadv(self._fd(loc[0]), buffers, loc[1] + within) == n:
-                        return
-                except (OSError, StorageError):
-                    pass  # the general path below reports it
+            except OSError:
+                pass  # the general path below reports it
+        within = offset & _MASK
+        if within + n <= BLOCK_SIZE and 0 <= offset < self._size and offset + n <= self._size:
+            loc = self._where.get(offset >> _SHIFT, _UNRESOLVED)
+            if loc is _UNRESOLVED:
+                loc = self._where_is(offset >> _SHIFT)
+            if loc is None:
+                for buf in buffers:
+                    buf[:] = ZEROS[: len(buf)]
+                return
+            image = loc[0]
+            try:
+                fd = image.fd if image is self._leaf else self._fd(image)
+                if len(buffers) <= _IOV_MAX and os.preadv(fd, buffers, loc[1] + within) == n:
+                    return
+            except (OSError, StorageError):
+                pass  # the general path below reports it
         self._transfer(offset, buffers, self._read_block)
 
     def writev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        if self._raw and offset >= 0 and offset + sum(map(len, buffers)) <= self._size:
+            self._leaf.write_at(offset, buffers)  # refuses a read-only medium as below
+            return
         self._check_writable()
         if len(buffers) == 1:  # an in-place write within one block of the leaf
             n = len(buffers[0])

@@ -40,10 +40,11 @@ class RawImage:
         self._read_only = read_only
         if exclusive is None:
             exclusive = not read_only
-        self._fd = open_locked(self.path, read_only=read_only, exclusive=exclusive)
-        size = os.fstat(self._fd).st_size
+        # The open descriptor (-1 once closed): an attribute, read on every chain read.
+        self.fd = open_locked(self.path, read_only=read_only, exclusive=exclusive)
+        size = os.fstat(self.fd).st_size
         if size == 0 or size % SECTOR_SIZE:
-            os.close(self._fd)
+            os.close(self.fd)
             raise ImageFormatError(
                 f"{self.path}: raw image size {size} is not a non-zero multiple of {SECTOR_SIZE}"
             )
@@ -72,10 +73,6 @@ class RawImage:
         return cls(path)
 
     @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
     def size(self) -> int:
         return self._size
 
@@ -97,12 +94,12 @@ class RawImage:
         return range(-(-self._size // BLOCK_SIZE))
 
     def read_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        read_exact(self._fd, buffers, offset, self.path)
+        read_exact(self.fd, buffers, offset, self.path)
 
     def write_at(self, offset: int, buffers: Sequence[memoryview]) -> None:
         if self._read_only:
             raise ReadOnlyError(f"{self.path}: medium is read-only")
-        write_exact(self._fd, buffers, offset, self.path)
+        write_exact(self.fd, buffers, offset, self.path)
         self._dirty = True
 
     # As a block device, file offsets are disk offsets.
@@ -125,19 +122,19 @@ class RawImage:
 
     def flush(self) -> None:
         if self._dirty:
-            fsync(self._fd, self.path)
+            fsync(self.fd, self.path)
             self._dirty = False
 
     def discard(self, offset: int, length: int) -> None:
         if self._read_only:
             raise ReadOnlyError(f"{self.path}: medium is read-only")
-        punch_hole(self._fd, offset, length, self.path)
+        punch_hole(self.fd, offset, length, self.path)
         self._dirty = True
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if self.fd >= 0:
             try:
                 self.flush()
             finally:
-                os.close(self._fd)
-                self._fd = -1
+                os.close(self.fd)
+                self.fd = -1

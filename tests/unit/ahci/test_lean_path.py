@@ -232,6 +232,63 @@ def test_a_medium_failure_ends_as_on_the_full_path(failing):
     assert lean_decoded == [SET_FEATURES]
 
 
+@pytest.mark.parametrize("failing_slot", [None, 2, 5])
+def test_a_mixed_batch_in_one_pxci_write_ends_as_on_the_full_path(failing_slot):
+    """Lean and full commands in one PxCI write (the lean path hands a slot it does not
+    take to the full path and goes on with the next): queued reads and writes, a READ
+    DMA EXT, a command the lean path never takes, a control FIS, a table outside RAM, and
+    (``failing_slot``) one past the disk's end that halts the port with the rest left in
+    PxCI."""
+
+    def script(m):
+        def lba(slot: int) -> int:
+            return DISK_SECTORS - 2 if slot == failing_slot else 16 + slot * 8
+
+        m.command(0, _ncq(READ_FPDMA, lba(0), 8, 0), [(DATA, 4096)])
+        m.command(1, h2d(READ_DMA_EXT, lba=lba(1), count=8), [(DATA + 0x1000, 4096)])
+        m.command(2, _ncq(WRITE_FPDMA, lba(2), 8, 2), [(DATA + 0x2000, 4096)], write=True)
+        m.command(3, h2d(SET_FEATURES, features=0x02))  # write cache on: full path
+        m.command(4, h2d(0, c=False))  # a control FIS, SRST clear
+        m.command(5, _ncq(READ_FPDMA, lba(5), 8, 5), [(DATA + 0x3000, 2048), (DATA, 2048)])
+        m.command(6, h2d(READ_DMA_EXT, lba=lba(6), count=8), [(DATA + 0x5000, 4096)])
+        m.set_preg(0, regs.PxSACT, 0b100101)
+        m.issue(0b1111111)
+        if failing_slot is None:
+            m.command(7, h2d(READ_DMA_EXT, lba=8, count=8), [(DATA, 4096)], ctba=RAM)
+            m.issue(1 << 7)  # a table outside RAM: host bus fatal
+            assert m.preg(0, regs.PxIS) & regs.IS_HBFS
+        else:
+            assert m.preg(0, regs.PxIS) & regs.IS_TFES
+            assert m.preg(0, regs.PxCI) >> failing_slot + 1 == 0b1111111 >> failing_slot + 1
+
+    lean_decoded, _ = _both(script)
+    assert SET_FEATURES in lean_decoded or failing_slot == 2
+
+
+@pytest.mark.parametrize("trouble", ["prd outside RAM", "medium fails", "overflow"])
+def test_a_queued_batch_that_fails_midway_ends_as_on_the_full_path(trouble):
+    """The lean path posts the acceptance FISes of a queued batch once: a command of the
+    batch that fails (a PRD outside RAM: host bus fatal; a read the medium refuses: an
+    SDB FIS with the error; a short PRDT: overflow) must still come after the acceptance
+    of those before it, as on the full path."""
+
+    def script(m):
+        for tag in range(4):
+            prdt = [(DATA + tag * 0x1000, 4096)]
+            if tag == 2 and trouble == "prd outside RAM":
+                prdt = [(DATA, 2048), (RAM - 1024, 2048)]
+            elif tag == 2 and trouble == "overflow":
+                prdt = [(DATA, 2048)]
+            m.command(tag, _ncq(WRITE_FPDMA if tag == 0 else READ_FPDMA, tag * 8, 8, tag), prdt)
+        if trouble == "medium fails":
+            m.disks[0].failing.add("readv")
+        m.set_preg(0, regs.PxSACT, 0b1111)
+        m.issue(0b1111)
+
+    lean_decoded, _ = _both(script)
+    assert lean_decoded == ([READ_FPDMA] if trouble == "overflow" else [])
+
+
 def test_prd_interrupt_bit_sets_dps_on_both_paths():
     def script(m):
         m.command(0, h2d(READ_DMA_EXT, lba=0, count=8), [(DATA, 4096)], prd_interrupt=True)
@@ -278,3 +335,29 @@ def test_prdt_buffers_cover_the_pieces_in_order(pieces, nbytes):
         else:
             assert b"".join(map(bytes, buffers)) == b"".join(expected)
             assert interrupt == interrupt_expected
+
+
+@given(
+    command=st.sampled_from([READ_DMA_EXT, WRITE_DMA_EXT, READ_FPDMA, WRITE_FPDMA]),
+    lba=st.one_of(st.integers(0, DISK_SECTORS + 8), st.integers(0, (1 << 48) - 1)),
+    count=st.integers(0, 0xFFFF),
+    features=st.integers(0, 0xFFFF),
+    device=st.integers(0, 0xFF),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_lean_decode_gives_what_the_full_decode_gives(command, lba, count, features, device):
+    """decode_transfer remembers a transfer's shape by (command, COUNT, FEATURES): for
+    every LBA it must say what decode's Request says, and None where decode refuses."""
+    from emu.ata.errors import AtaError
+    from emu.ata.taskfile import TaskFile
+
+    disk = make_machine(disk_sizes=(1 << 20,), ports=1).hba.ports[0].disk
+    tf = TaskFile(command, features, lba, count, device)
+    for _ in range(2):  # derived, then remembered
+        plain = disk.decode_transfer(command, features, lba, count, device)
+        try:
+            req = disk.decode(tf)
+        except AtaError:
+            assert plain is None
+            continue
+        assert plain == (req.lba, req.nbytes, req.tag, command in (WRITE_DMA_EXT, WRITE_FPDMA))

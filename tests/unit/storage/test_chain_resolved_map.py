@@ -242,3 +242,30 @@ def test_reads_through_a_parked_chain_touch_no_other_file(tmp_path):
     with _open_with_budget(paths, 1) as chain:
         read(chain)
     assert {p: os.stat(p).st_mtime_ns for p in paths} == stamps
+
+
+def _scattered_read(chain, offset: int, lengths: list[int]) -> bytes:
+    """Read ``sum(lengths)`` bytes from ``offset`` into separate buffers of ``lengths``."""
+    buffers = [memoryview(bytearray(length)) for length in lengths]
+    chain.readv(offset, buffers)
+    return b"".join(bytes(buf) for buf in buffers)
+
+
+@pytest.mark.parametrize("budget", [None, 2])
+def test_reads_into_several_buffers_equal_one_read_of_the_same_range(tmp_path, budget):
+    """A read into many buffers (a PRDT of many pieces) within one block takes one preadv
+    of the block's image: through parents, parked or not, zero blocks, and block edges
+    (reads across an edge take the general path) must read what one buffer reads."""
+    paths = _deep(tmp_path, 12)
+    with open_chain(paths[0], read_only=True) as chain:
+        expected = read(chain)
+    chain = open_chain(paths[0], read_only=True) if budget is None else _open_with_budget(
+        paths, budget
+    )
+    with chain:
+        rng = random.Random(11)
+        for _ in range(300):
+            lengths = [rng.choice((1, 2, 512, 4096, 7)) for _ in range(rng.randrange(1, 9))]
+            total = sum(lengths)
+            offset = rng.choice((rng.randrange(SIZE - total), MiB - total // 2, MiB - total))
+            assert _scattered_read(chain, offset, lengths) == expected[offset : offset + total]
