@@ -77,8 +77,9 @@ class _HookRecord(ctypes.Structure):
     ]
 
 
-# on_open as C calls it: (uc)
-OPEN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# on_open as C calls it. The watch passes the uc handle, which the callback does not
+# take (a System V callee may ignore its arguments): no Python wrapper to drop it.
+OPEN = ctypes.CFUNCTYPE(None)
 
 
 def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
@@ -122,14 +123,15 @@ class InterruptWindow:
 
     def __init__(self, uc, on_open: Callable[[], None]) -> None:
         self._uc = uc
-        self._anchored = False
+        # Arming works now (translated code calls block hooks), from inside a callback too.
+        self.ready = False
         self._armed = False
         self._watch: ctypes.c_size_t | None = None
         self._record: _HookRecord | None = None  # None: add and delete the watch
         self._opened = ctypes.c_uint8()
         self._eflags = ctypes.c_uint32()
         self._open = on_open
-        self._on_open = OPEN(lambda _uch: on_open())
+        self._on_open = OPEN(on_open)
         self._python_watch = rawhooks.BLOCK(self._check)
         native = _native_watch(
             ctypes.addressof(self._opened), rawhooks.function_pointer(self._on_open).value
@@ -143,14 +145,9 @@ class InterruptWindow:
     def opened(self) -> bool:
         return bool(self._opened.value)
 
-    @property
-    def ready(self) -> bool:
-        """Arming works now (translated code calls block hooks), from inside a callback too."""
-        return self._anchored
-
     def anchor(self) -> None:
         """Install the hooks and flush translated code, once; only while the guest is stopped."""
-        if self._anchored:
+        if self.ready:
             return
         rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, rawhooks.function_pointer(uclib.uc_errno))
         handle = rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._function, *_NOWHERE)
@@ -164,7 +161,7 @@ class InterruptWindow:
         else:
             rawhooks.hook_del(self._uc, handle)
         self._uc.ctl_flush_tb()
-        self._anchored = True
+        self.ready = True
 
     def arm(self) -> None:
         self._opened.value = 0
