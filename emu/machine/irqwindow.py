@@ -46,12 +46,17 @@ import os
 import struct
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import UC_X86_REG_EFLAGS
+from unicorn.x86_const import UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
 from emu.machine import rawhooks
+from emu.machine.registers import Registers
+
+if TYPE_CHECKING:
+    from emu.machine.interrupts import InterruptEntry
 
 EFLAGS_IF = 1 << 9
 
@@ -82,32 +87,82 @@ class _HookRecord(ctypes.Structure):
 OPEN = ctypes.CFUNCTYPE(None)
 
 
-def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
-    """The watch as x86-64 System V machine code: ``(page, entry)``, or None where it
-    cannot run. When EFLAGS.IF is set it sets the byte at ``flag`` and calls the C
-    function ``on_open(uc)``::
+def _address(function) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value
+
+
+def _call(function: int) -> bytes:
+    """mov rax, function; call rax"""
+    return b"\x48\xb8" + struct.pack("<Q", function) + b"\xff\xd0"
+
+
+def _batch_call(function: int, arguments: tuple[int, int, int]) -> bytes:
+    """function(uc, ids, pointers, count): mov rdi, rbx; mov rsi, ids; mov rdx, pointers;
+    mov ecx, count; then the call."""
+    ids, pointers, count = arguments
+    return (
+        b"\x48\x89\xdf\x48\xbe"
+        + struct.pack("<Q", ids)
+        + b"\x48\xba"
+        + struct.pack("<Q", pointers)
+        + b"\xb9"
+        + struct.pack("<I", count)
+        + _call(function)
+    )
+
+
+def _native_watch(flag: int, on_open: int, entry: "InterruptEntry") -> tuple[mmap.mmap, int] | None:
+    """The watch as x86-64 System V machine code: ``(page, entry point)``, or None where
+    it cannot run. When EFLAGS.IF is set it reads ``entry.state``, sets the byte at
+    ``flag``, calls the C function ``on_open``, and then, if ``on_open`` staged an entry
+    (``entry.staged``), clears that and writes ``entry.entry`` and EIP::
 
         push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
-        mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; mov rax, uc_reg_read; call rax
+        mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; call uc_reg_read
         test dword [rsp], 0x200; jz out
-        mov rax, flag; mov byte [rax], 1; mov rdi, rbx; mov rax, on_open; call rax
+        uc_reg_read_batch(rbx, state...)
+        mov rax, flag; mov byte [rax], 1; mov rdi, rbx; call on_open
+        mov rax, staged; cmp byte [rax], 0; je out; mov byte [rax], 0
+        uc_reg_write_batch(rbx, entry...)
+        mov rdi, rbx; mov esi, UC_X86_REG_EIP; mov rdx, handler; call uc_reg_write
         out: add rsp, 16; pop rbx; ret
+
+    (Each call is its ``mov rax, function; call rax``; the values libunicorn returns are
+    not looked at: the registers are always there to read and write.)
     """
     if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
         return None  # (os.uname, not the platform module: that one costs start-up time)
-    reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
-    code = (
-        b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00"
-        + b"\xbe"
+    read_if = (
+        b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00\xbe"
         + struct.pack("<I", UC_X86_REG_EFLAGS)
-        + b"\x48\x89\xe2\x48\xb8"
-        + struct.pack("<Q", reg_read)
-        + b"\xff\xd0\xf7\x04\x24\x00\x02\x00\x00\x74\x1c\x48\xb8"
-        + struct.pack("<Q", flag)
-        + b"\xc6\x00\x01\x48\x89\xdf\x48\xb8"
-        + struct.pack("<Q", on_open)
-        + b"\xff\xd0\x48\x83\xc4\x10\x5b\xc3"
+        + b"\x48\x89\xe2"
+        + _call(_address(uclib.uc_reg_read))
+        + b"\xf7\x04\x24\x00\x02\x00\x00"
     )
+    opened = (
+        _batch_call(_address(uclib.uc_reg_read_batch), entry.state.call_arguments)
+        + b"\x48\xb8"
+        + struct.pack("<Q", flag)
+        + b"\xc6\x00\x01\x48\x89\xdf"
+        + _call(on_open)
+        + b"\x48\xb8"
+        + struct.pack("<Q", ctypes.addressof(entry.staged))
+        + b"\x80\x38\x00"
+    )
+    commit = (
+        b"\xc6\x00\x00"
+        + _batch_call(_address(uclib.uc_reg_write_batch), entry.entry.call_arguments)
+        + b"\x48\x89\xdf\xbe"
+        + struct.pack("<I", UC_X86_REG_EIP)
+        + b"\x48\xba"
+        + struct.pack("<Q", ctypes.addressof(entry.handler))
+        + _call(_address(uclib.uc_reg_write))
+    )
+    out = b"\x48\x83\xc4\x10\x5b\xc3"
+    # jz/je rel32 to out: 0f 84 followed by the distance from the end of the jump
+    skip_open = b"\x0f\x84" + struct.pack("<i", len(opened) + 6 + len(commit))
+    skip_commit = b"\x0f\x84" + struct.pack("<i", len(commit))
+    code = read_if + skip_open + opened + skip_commit + commit + out
     try:
         page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     except (OSError, AttributeError, ValueError):  # no executable pages here (W^X policy)
@@ -119,22 +174,25 @@ def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
 class InterruptWindow:
     """Calls ``on_open`` at the first block that starts with IF=1 while armed (inside
     the emulation); :attr:`opened` then says so until the next :meth:`disarm` or
-    :meth:`arm`. ``on_open`` must not raise: it stops the CPU instead."""
+    :meth:`arm`. ``on_open`` must not raise: it stops the CPU instead. Around it the
+    watch reads ``entry.state`` and writes what ``on_open`` staged in ``entry`` (see
+    :class:`~emu.machine.interrupts.InterruptEntry`)."""
 
-    def __init__(self, uc, on_open: Callable[[], None]) -> None:
+    def __init__(self, uc, on_open: Callable[[], None], entry: "InterruptEntry") -> None:
         self._uc = uc
+        self._entry = entry
+        self._regs = Registers(uc)
         # Arming works now (translated code calls block hooks), from inside a callback too.
         self.ready = False
         self._armed = False
         self._watch: ctypes.c_size_t | None = None
         self._record: _HookRecord | None = None  # None: add and delete the watch
         self._opened = ctypes.c_uint8()
-        self._eflags = ctypes.c_uint32()
         self._open = on_open
         self._on_open = OPEN(on_open)
         self._python_watch = rawhooks.BLOCK(self._check)
         native = _native_watch(
-            ctypes.addressof(self._opened), rawhooks.function_pointer(self._on_open).value
+            ctypes.addressof(self._opened), rawhooks.function_pointer(self._on_open).value, entry
         )
         self._native_page = native[0] if native else None  # kept alive with the hook
         self._function = (
@@ -184,9 +242,15 @@ class InterruptWindow:
             self._watch = None
         self._armed = False
 
-    def _check(self, uch, _address, _size, _ud) -> None:
-        """The watch in Python, where the machine code cannot run."""
-        uclib.uc_reg_read(uch, UC_X86_REG_EFLAGS, ctypes.byref(self._eflags))
-        if self._eflags.value & EFLAGS_IF:
-            self._opened.value = 1
-            self._open()
+    def _check(self, _uch, _address, _size, _ud) -> None:
+        """The watch in Python, where the machine code cannot run (the same steps)."""
+        if not self._regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            return
+        entry = self._entry
+        entry.state.read()
+        self._opened.value = 1
+        self._open()
+        if entry.staged.value:
+            entry.staged.value = 0
+            entry.entry.write(*entry.entry.values())
+            self._regs.write(UC_X86_REG_EIP, entry.handler.value)

@@ -98,12 +98,24 @@ class RegisterBatch:
         self._ids = (ctypes.c_int * self._all)(*ids)
         self._pointers = (ctypes.c_void_p * self._all)(*pointers)
 
+    @property
+    def call_arguments(self) -> tuple[int, int, int]:
+        """(ids, pointers, count) as uc_reg_read_batch and uc_reg_write_batch take them,
+        for machine code that makes the call itself (:mod:`emu.machine.irqwindow`)."""
+        return ctypes.addressof(self._ids), ctypes.addressof(self._pointers), self._all
+
     def read(self) -> list[int]:
         """The registers' values in order, then the table register's base and limit."""
         self._values[:] = self._zeros  # narrower registers fill only their low bytes
         status = _reg_read_batch(self._uch, self._ids, self._pointers, self._all)
         if status:
             raise UcError(status)
+        return self.values()
+
+    def values(self) -> list[int]:
+        """What the last read left (without reading again), as :meth:`read` returns it.
+        Reads made by other code must be of this batch only, so that the registers
+        narrower than 64 bits keep zero high bytes."""
         values = self._values[:]
         if self._table is not None:
             values += (self._table.base, self._table.limit)
@@ -111,9 +123,13 @@ class RegisterBatch:
 
     def write(self, *values: int) -> None:
         """Write the registers (not a table register: a batch that has one only reads)."""
-        if self._table is not None:
-            raise ValueError("a batch with a descriptor-table register only reads")
-        self._values[:] = values
+        self.stage(*values)
         status = _reg_write_batch(self._uch, self._ids, self._pointers, self._count)
         if status:
             raise UcError(status)
+
+    def stage(self, *values: int) -> None:
+        """Hold ``values`` for a write that other code makes with :attr:`call_arguments`."""
+        if self._table is not None:
+            raise ValueError("a batch with a descriptor-table register only reads")
+        self._values[:] = values
