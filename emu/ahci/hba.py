@@ -76,16 +76,12 @@ class AhciHba:
         self._update_intx()
 
     def _update_intx(self) -> None:
-        level = self.interrupt_pending
+        # The INTx level: some port's enabled interrupt is pending and GHC.IE is set.
+        level = bool(self.ghc & regs.GHC_IE and self.is_)
         if level != self._intx_level:
             self._intx_level = level
             if self._intx is not None:
                 self._intx(level)
-
-    @property
-    def interrupt_pending(self) -> bool:
-        """The INTx level: some port's enabled interrupt is pending and GHC.IE is set."""
-        return bool(self.ghc & regs.GHC_IE and self.is_)
 
     # -- MMIO --------------------------------------------------------------------
 
@@ -171,7 +167,8 @@ class AhciHba:
     def _refresh_is(self) -> None:
         """IS.IPS[n] stays set while port n still has an enabled interrupt pending."""
         for port in self.ports:
-            if port.is_ & port.ie or (port.serr and port.interrupt_pending):
+            ie = port.ie  # (0 on the ports a driver does not use: nothing can be pending)
+            if ie and (port.is_ & ie or (port.serr and port.interrupt_pending)):
                 self.is_ |= 1 << port.index
 
 

@@ -426,12 +426,13 @@ class Board:
     def _enter(self, vector: int, staged: bool = False) -> None:
         """Take ``vector`` (EFLAGS.IF is set): into service, and into its handler (with
         ``staged``, from inside the interrupt window)."""
-        self.apic.acknowledge(vector)
+        apic = self.apic
+        apic.acknowledge(vector)
         if staged:
             self._entry.deliver_staged(vector)
         else:
             self._entry.deliver(vector)
-        if self.apic.deliverable() is None:
+        if not apic.irr or apic.deliverable() is None:  # (most often nothing else waits)
             self._window.disarm()
         else:
             self._window.arm()  # the next one, once the handler sets IF again
