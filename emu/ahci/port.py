@@ -166,13 +166,14 @@ class AhciPort:
 
     def _writers(self) -> list[Callable[[int], None]]:
         """What a whole-register write of a value calls, by ``reg >> 2``: with no observer,
-        PxCI goes straight to the engine and PxIS to its RW1C clear."""
+        PxCI goes straight to the engine, PxIS to its RW1C clear and PxSACT to its set."""
         writers: list[Callable[[int], None]] = [
             partial(self.write, reg) for reg in range(0, regs.PORT_STRIDE, 4)
         ]
         if self.observer is None:
             writers[regs.PxCI >> 2] = self.engine.issue
             writers[regs.PxIS >> 2] = self._clear_is
+            writers[regs.PxSACT >> 2] = self._set_sact
         return writers
 
     def read(self, reg: int) -> int:
@@ -193,6 +194,11 @@ class AhciPort:
     def _clear_is(self, value: int) -> None:
         self.is_ &= ~(value & regs.IS_RW1C)
 
+    def _set_sact(self, value: int) -> None:
+        """PxSACT: software sets bits (an NCQ command's tag) while the engine runs."""
+        if self.cmd & regs.CMD_ST:
+            self.sact |= value
+
     def write(self, reg: int, value: int, mask: int = FULL) -> None:
         """A guest write of ``value`` to the bytes ``mask`` selects of register ``reg``."""
         value &= mask
@@ -205,8 +211,7 @@ class AhciPort:
         elif reg == regs.PxCMD:
             self._write_cmd((self.cmd & ~mask) | value)
         elif reg == regs.PxSACT:
-            if self.cmd & regs.CMD_ST:
-                self.sact |= value
+            self._set_sact(value)
         elif reg == regs.PxCLB:
             self.clb = _merge(self.clb, value, mask) & 0xFFFFFC00
         elif reg == regs.PxCLBU:
