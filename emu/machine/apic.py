@@ -68,7 +68,8 @@ class LocalApic:
         if not self.irr:
             return None
         vector = self.irr.bit_length() - 1
-        return vector if vector & 0xF0 > self._ppr() else None
+        ppr = self._ppr() if self.isr or self.tpr else 0  # (most often nothing in service)
+        return vector if vector & 0xF0 > ppr else None
 
     def acknowledge(self, vector: int) -> None:
         """The CPU takes ``vector``: IRR -> ISR."""
