@@ -16,22 +16,30 @@ Instead a block hook checks IF when each translated block starts. That sees
 every point where IF became 1: QEMU's translator ends a block after STI, POPF
 and IRET, and runs the instruction in STI's shadow as a block of its own. The
 interrupt then lands within the block that raised it, as soon as a posted MSI
-may land on a CPU. Two block hooks stay installed from the first use on:
+may land on a CPU. The watch is one block hook for all addresses, installed at
+the first use and kept, so that all code is translated calling it:
 
-- an anchor, a no-op in C (libunicorn's own ``uc_errno``, which ignores the
-  extra arguments), so that all code is translated with block-hook calls;
-- the watch, which Unicorn calls only for blocks within its address bounds.
-  Arming and disarming set those bounds (all addresses, or none) in Unicorn's
-  hook record, so nothing is ever retranslated. The record's layout is checked
-  when the watch is added; if it is not the expected one, the watch is added
-  and deleted instead (correct, and slow).
+- On x86-64 hosts it is machine code (:func:`_native_watch`). While the window
+  is disarmed it returns at once (it tests a byte that arming sets); armed, it
+  reads EFLAGS through uc_reg_read, and if IF is set, raises a flag and calls
+  the window's ``on_open``. One hook matters: Unicorn 2.1.4 calls a lone block
+  hook from translated code directly, at about 1.5 ns a block, but walks a list
+  of two or more at about 12 ns a block (measured), and a guest runs hundreds of
+  blocks per command. (The callback of a lone hook is fixed into the code when
+  it is translated: swapping it in the hook record has no effect.)
+- Where an executable page cannot be had, the watch runs in Python, at about
+  1 us a call, so it must not run while disarmed. There are then two hooks: an
+  anchor, a no-op in C (libunicorn's own ``uc_errno``, which ignores the extra
+  arguments), so that all code is translated with block-hook calls, and the
+  watch, which Unicorn calls only for blocks within its address bounds. Arming
+  and disarming set those bounds (all addresses, or none) in Unicorn's hook
+  record, so nothing is ever retranslated. The record's layout is checked when
+  the watch is added; if it is not the expected one, the watch is added and
+  deleted instead (correct, and slow).
 
 While armed the watch runs at every block, and a guest that issues commands
 with interrupts disabled runs thousands of blocks (its memsets) before it sets
-IF again: a Python callback costs about 1 us each time. So on x86-64 hosts the
-watch is 60 bytes of machine code (:func:`_native_watch`): read EFLAGS through
-uc_reg_read, and if IF is set, raise a flag and call the window's ``on_open``.
-Where an executable page cannot be had, the same check runs in Python.
+IF again: that is why the native watch exists.
 
 ``on_open`` runs inside the emulation, at the start of the block, before any of
 its instructions. It may enter the interrupt handler right there: a register
@@ -111,13 +119,17 @@ def _batch_call(function: int, arguments: tuple[int, int, int]) -> bytes:
     )
 
 
-def _native_watch(flag: int, on_open: int, entry: "InterruptEntry") -> tuple[mmap.mmap, int] | None:
+def _native_watch(
+    armed: int, flag: int, on_open: int, entry: "InterruptEntry"
+) -> tuple[mmap.mmap, int] | None:
     """The watch as x86-64 System V machine code: ``(page, entry point)``, or None where
-    it cannot run. When EFLAGS.IF is set it reads ``entry.state``, sets the byte at
-    ``flag``, calls the C function ``on_open``, and then, if ``on_open`` staged an entry
-    (``entry.staged``), clears that and writes ``entry.entry`` and EIP::
+    it cannot run. It returns at once while the byte at ``armed`` is zero. When EFLAGS.IF
+    is set it reads ``entry.state``, sets the byte at ``flag``, calls the C function
+    ``on_open``, and then, if ``on_open`` staged an entry (``entry.staged``), clears that
+    and writes ``entry.entry`` and EIP::
 
-        push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
+        mov rax, armed; cmp byte [rax], 0; jne watch; ret
+        watch: push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
         mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; call uc_reg_read
         test dword [rsp], 0x200; jz out
         uc_reg_read_batch(rbx, state...)
@@ -132,6 +144,7 @@ def _native_watch(flag: int, on_open: int, entry: "InterruptEntry") -> tuple[mma
     """
     if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
         return None  # (os.uname, not the platform module: that one costs start-up time)
+    if_armed = b"\x48\xb8" + struct.pack("<Q", armed) + b"\x80\x38\x00\x75\x01\xc3"
     read_if = (
         b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00\xbe"
         + struct.pack("<I", UC_X86_REG_EFLAGS)
@@ -162,7 +175,7 @@ def _native_watch(flag: int, on_open: int, entry: "InterruptEntry") -> tuple[mma
     # jz/je rel32 to out: 0f 84 followed by the distance from the end of the jump
     skip_open = b"\x0f\x84" + struct.pack("<i", len(opened) + 6 + len(commit))
     skip_commit = b"\x0f\x84" + struct.pack("<i", len(commit))
-    code = read_if + skip_open + opened + skip_commit + commit + out
+    code = if_armed + read_if + skip_open + opened + skip_commit + commit + out
     try:
         page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     except (OSError, AttributeError, ValueError):  # no executable pages here (W^X policy)
@@ -188,16 +201,19 @@ class InterruptWindow:
         self._watch: ctypes.c_size_t | None = None
         self._record: _HookRecord | None = None  # None: add and delete the watch
         self._opened = ctypes.c_uint8()
+        self._armed_flag = ctypes.c_uint8()  # what the native watch tests first
         self._open = on_open
         self._on_open = OPEN(on_open)
         self._python_watch = rawhooks.BLOCK(self._check)
         native = _native_watch(
-            ctypes.addressof(self._opened), rawhooks.function_pointer(self._on_open).value, entry
+            ctypes.addressof(self._armed_flag),
+            ctypes.addressof(self._opened),
+            rawhooks.function_pointer(self._on_open).value,
+            entry,
         )
         self._native_page = native[0] if native else None  # kept alive with the hook
-        self._function = (
-            ctypes.c_void_p(native[1]) if native else rawhooks.function_pointer(self._python_watch)
-        )
+        self._native = ctypes.c_void_p(native[1]) if native else None
+        self._function = rawhooks.function_pointer(self._python_watch)
 
     @property
     def opened(self) -> bool:
@@ -207,6 +223,15 @@ class InterruptWindow:
         """Install the hooks and flush translated code, once; only while the guest is stopped."""
         if self.ready:
             return
+        if self._native is not None:
+            rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._native)
+        else:
+            self._anchor_python_watch()
+        self._uc.ctl_flush_tb()
+        self.ready = True
+
+    def _anchor_python_watch(self) -> None:
+        """The no-op anchor, and the Python watch bounded to no address (module notes)."""
         rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, rawhooks.function_pointer(uclib.uc_errno))
         handle = rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._function, *_NOWHERE)
         record = _HookRecord.from_address(handle.value)
@@ -218,14 +243,14 @@ class InterruptWindow:
             self._record = record
         else:
             rawhooks.hook_del(self._uc, handle)
-        self._uc.ctl_flush_tb()
-        self.ready = True
 
     def arm(self) -> None:
         self._opened.value = 0
         if self._armed:
             return
-        if self._record is not None:
+        if self._native is not None:
+            self._armed_flag.value = 1
+        elif self._record is not None:
             self._record.begin, self._record.end = _EVERYWHERE
         else:
             self._watch = rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._function)
@@ -235,7 +260,9 @@ class InterruptWindow:
         self._opened.value = 0
         if not self._armed:
             return
-        if self._record is not None:
+        if self._native is not None:
+            self._armed_flag.value = 0
+        elif self._record is not None:
             self._record.begin, self._record.end = _NOWHERE
         elif self._watch is not None:
             rawhooks.hook_del(self._uc, self._watch)
