@@ -1,6 +1,7 @@
 """The HBA: generic host control registers (AHCI 3.1) and MMIO dispatch to its ports."""
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from emu.ahci import regs
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from emu.faults.port import PortFaults
 
 NCQ_SLOTS = 32
+FULL = 0xFFFFFFFF
 
 
 class AhciHba:
@@ -53,9 +55,9 @@ class AhciHba:
             AhciPort(i, memory, disk, self._port_interrupt, bus_master, tracer, faults)
             for i, disk in enumerate(disks)
         ]
-        self._nports = len(self.ports)
         self.ghc = regs.GHC_AE
         self.is_ = 0
+        self.readers, self.writers = self._dispatch()
 
     def reset(self) -> None:
         """GHC.HR: every port back to its reset state, the link re-established."""
@@ -74,27 +76,46 @@ class AhciHba:
         self._update_intx()
 
     def _update_intx(self) -> None:
-        level = self.interrupt_pending
+        # The INTx level: some port's enabled interrupt is pending and GHC.IE is set.
+        level = bool(self.ghc & regs.GHC_IE and self.is_)
         if level != self._intx_level:
             self._intx_level = level
             if self._intx is not None:
                 self._intx(level)
 
-    @property
-    def interrupt_pending(self) -> bool:
-        """The INTx level: some port's enabled interrupt is pending and GHC.IE is set."""
-        return bool(self.ghc & regs.GHC_IE and self.is_)
-
     # -- MMIO --------------------------------------------------------------------
 
+    def _dispatch(self) -> tuple[list[Callable[[], int]], list[Callable[[int], None]]]:
+        """What an aligned 32-bit access to ABAR calls, by ``offset >> 2``: ``readers[i]()``
+        is the register's value, ``writers[i](value)`` writes it. The ports' own tables
+        fill their ranges. CAP2, BOHC, CCC, EM and what is past the last port read zero
+        (see _write32); past the last port writes are ignored."""
+        words = regs.ABAR_SIZE // 4
+        readers: list[Callable[[], int]] = [int] * words
+        writers: list[Callable[[int], None]] = [_ignore] * words
+        for offset in range(0, regs.PORT_BASE, 4):
+            writers[offset >> 2] = partial(self._write32, offset)
+        for name, offset in (("cap", regs.CAP), ("ghc", regs.GHC), ("pi", regs.PI)):
+            readers[offset >> 2] = partial(getattr, self, name)
+        readers[regs.VS >> 2] = partial(int, regs.VS_AHCI_1_0)
+        readers[regs.IS >> 2] = self._read_is
+        writers[regs.IS >> 2] = self._write_is
+        for port in self.ports:
+            first = (regs.PORT_BASE + port.index * regs.PORT_STRIDE) >> 2
+            readers[first : first + len(port.readers)] = port.readers
+            writers[first : first + len(port.writers)] = port.writers
+        return readers, writers
+
+    @property
+    def traces_registers(self) -> bool:
+        """Every register access must go through :meth:`read` and :meth:`write` (--trace
+        with register accesses); otherwise the tables may be called directly."""
+        return self._trace_registers
+
     def read(self, offset: int, size: int) -> int:
-        if size == 4 and not offset & 3:
-            if offset >= regs.PORT_BASE and not self._trace_registers:  # the common case
-                index = (offset - regs.PORT_BASE) >> 7
-                return self.ports[index].read(offset & 0x7F) if index < self._nports else 0
-            value = self._read32(offset)
-        else:
-            value = self._read32(offset & ~3) >> (8 * (offset & 3)) & ((1 << (8 * size)) - 1)
+        value = self.readers[offset >> 2]()
+        if size != 4 or offset & 3:
+            value = value >> (8 * (offset & 3)) & ((1 << (8 * size)) - 1)
         if self._trace_registers:
             self.tracer.register("read", offset, size, value)
         return value
@@ -103,38 +124,32 @@ class AhciHba:
         if self._trace_registers:
             self.tracer.register("write", offset, size, value)
         if size == 4 and not offset & 3:
-            if offset >= regs.PORT_BASE:  # the common case
-                index = (offset - regs.PORT_BASE) >> 7
-                if index < self._nports:
-                    self.ports[index].write(offset & 0x7F, value)
-                return
-            self._write32(offset, value, 0xFFFFFFFF)
+            self.writers[offset >> 2](value)
             return
         shift = 8 * (offset & 3)
-        mask = (((1 << (8 * size)) - 1) << shift) & 0xFFFFFFFF
-        self._write32(offset & ~3, (value << shift) & mask, mask)
-
-    def _read32(self, offset: int) -> int:
-        if offset >= regs.PORT_BASE:
-            # PORT_BASE and PORT_STRIDE are aligned: the register is the low 7 bits.
-            index = (offset - regs.PORT_BASE) >> 7
-            return self.ports[index].read(offset & 0x7F) if index < self._nports else 0
-        if offset == regs.IS:
-            self._refresh_is()
-            return self.is_
-        return {
-            regs.CAP: self.cap,
-            regs.GHC: self.ghc,
-            regs.PI: self.pi,
-            regs.VS: regs.VS_AHCI_1_0,
-        }.get(offset, 0)
-
-    def _write32(self, offset: int, value: int, mask: int) -> None:
+        mask = (((1 << (8 * size)) - 1) << shift) & FULL
+        offset &= ~3
+        value = (value << shift) & mask
         if offset >= regs.PORT_BASE:
             index = (offset - regs.PORT_BASE) >> 7
-            if index < self._nports:
+            if index < len(self.ports):
                 self.ports[index].write(offset & 0x7F, value, mask)
-        elif offset == regs.GHC:
+        else:
+            self._write32(offset, value, mask)
+
+    def _read_is(self) -> int:
+        self._refresh_is()
+        return self.is_
+
+    def _write_is(self, value: int) -> None:
+        self.is_ &= ~value
+        self._refresh_is()
+        self._update_intx()
+
+    def _write32(self, offset: int, value: int, mask: int = FULL) -> None:
+        """A write of ``value`` to the bytes ``mask`` selects of a generic host control
+        register."""
+        if offset == regs.GHC:
             if value & regs.GHC_HR:
                 self.reset()  # completes at once, so HR reads back zero
                 return
@@ -145,14 +160,17 @@ class AhciHba:
                 self._interrupt()
             self._update_intx()
         elif offset == regs.IS:
-            self.is_ &= ~value
-            self._refresh_is()
-            self._update_intx()
+            self._write_is(value)
         # CAP, PI, VS, CAP2 and BOHC are read-only here; CCC and EM are not implemented
         # (CAP.CCCS = CAP.EMS = 0), so their registers are reserved and read zero.
 
     def _refresh_is(self) -> None:
         """IS.IPS[n] stays set while port n still has an enabled interrupt pending."""
         for port in self.ports:
-            if port.is_ & port.ie or (port.serr and port.interrupt_pending):
+            ie = port.ie  # (0 on the ports a driver does not use: nothing can be pending)
+            if ie and (port.is_ & ie or (port.serr and port.interrupt_pending)):
                 self.is_ |= 1 << port.index
+
+
+def _ignore(_value: int) -> None:
+    """A write to a register that is not there (past the last port)."""

@@ -5,6 +5,7 @@ The commands the guest issues in PxCI run in the port's command engine
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from emu.ahci import fis, regs
@@ -22,11 +23,35 @@ if TYPE_CHECKING:
 RESET_SIGNATURE = Completion(STATUS_DRDY | STATUS_DSC, 0x01, 0x000001, 0x01, 0x00)
 NO_DEVICE_TFD = 0x7F
 FULL = 0xFFFFFFFF
+WORDS = regs.PORT_STRIDE // 4  # 32-bit registers in a port's range
+
+# The port registers that read back an attribute as it is (PxIS is worked out, the rest
+# of the 80h bytes are reserved and read zero).
+_STORED = {
+    regs.PxCLB: "clb",
+    regs.PxCLBU: "clbu",
+    regs.PxFB: "fb",
+    regs.PxFBU: "fbu",
+    regs.PxIE: "ie",
+    regs.PxCMD: "cmd",
+    regs.PxTFD: "tfd",
+    regs.PxSIG: "sig",
+    regs.PxSSTS: "ssts",
+    regs.PxSCTL: "sctl",
+    regs.PxSERR: "serr",
+    regs.PxSACT: "sact",
+    regs.PxCI: "ci",
+    regs.PxSNTF: "sntf",
+}
 
 
 class AhciPort:
     """Port ``index`` of the HBA, with ``disk`` attached or empty. ``observer``, when
-    set, sees the guest's register writes and every command (emu.ahci.observer)."""
+    set, sees the guest's register writes and every command (emu.ahci.observer); it is
+    fixed for the port's life, as is ``engine``.
+
+    :attr:`readers` and :attr:`writers` dispatch a whole-register access by ``reg >> 2``:
+    ``readers[i]()`` is the register's value, ``writers[i](value)`` a 32-bit write."""
 
     def __init__(
         self,
@@ -46,6 +71,8 @@ class AhciPort:
         self.faults: PortFaults | None = faults
         self.link_down = False  # an injected link loss: no device until it comes back
         self.engine = CommandEngine(self, memory, bus_master)
+        self.readers = self._readers()
+        self.writers = self._writers()
         self.power_on()
 
     # -- reset ---------------------------------------------------------------
@@ -128,34 +155,49 @@ class AhciPort:
 
     # -- registers -----------------------------------------------------------
 
+    def _readers(self) -> list[Callable[[], int]]:
+        """What reads each 32-bit register, by ``reg >> 2``: mostly a getter in C
+        (``partial(getattr, ...)``, no Python frame), and ``int`` (0) for reserved ones."""
+        readers: list[Callable[[], int]] = [int] * WORDS
+        for reg, name in _STORED.items():
+            readers[reg >> 2] = partial(getattr, self, name)
+        readers[regs.PxIS >> 2] = self._read_is
+        return readers
+
+    def _writers(self) -> list[Callable[[int], None]]:
+        """What a whole-register write of a value calls, by ``reg >> 2``: with no observer,
+        PxCI goes straight to the engine, PxIS to its RW1C clear and PxSACT to its set."""
+        writers: list[Callable[[int], None]] = [
+            partial(self.write, reg) for reg in range(0, regs.PORT_STRIDE, 4)
+        ]
+        if self.observer is None:
+            writers[regs.PxCI >> 2] = self.engine.issue
+            writers[regs.PxIS >> 2] = self._clear_is
+            writers[regs.PxSACT >> 2] = self._set_sact
+        return writers
+
     def read(self, reg: int) -> int:
-        if reg == regs.PxCI:
-            return self.ci
-        if reg == regs.PxIS:
-            serr = self.serr
-            return (
-                self.is_
-                | (regs.IS_PCS if serr & regs.SERR_DIAG_X else 0)
-                | (regs.IS_PRCS if serr & regs.SERR_DIAG_N else 0)
-            )
-        if reg == regs.PxTFD:
-            return self.tfd
-        if reg == regs.PxCMD:
-            return self.cmd
-        if reg == regs.PxSACT:
-            return self.sact
-        return {
-            regs.PxCLB: self.clb,
-            regs.PxCLBU: self.clbu,
-            regs.PxFB: self.fb,
-            regs.PxFBU: self.fbu,
-            regs.PxIE: self.ie,
-            regs.PxSIG: self.sig,
-            regs.PxSSTS: self.ssts,
-            regs.PxSCTL: self.sctl,
-            regs.PxSERR: self.serr,
-            regs.PxSNTF: self.sntf,
-        }.get(reg, 0)
+        """The 32-bit register at ``reg`` (a multiple of 4 below 80h)."""
+        return self.readers[reg >> 2]()
+
+    def _read_is(self) -> int:
+        """PxIS: PCS and PRCS mirror PxSERR.DIAG.X and .N (AHCI 3.3.5)."""
+        serr = self.serr
+        if not serr:
+            return self.is_
+        return (
+            self.is_
+            | (regs.IS_PCS if serr & regs.SERR_DIAG_X else 0)
+            | (regs.IS_PRCS if serr & regs.SERR_DIAG_N else 0)
+        )
+
+    def _clear_is(self, value: int) -> None:
+        self.is_ &= ~(value & regs.IS_RW1C)
+
+    def _set_sact(self, value: int) -> None:
+        """PxSACT: software sets bits (an NCQ command's tag) while the engine runs."""
+        if self.cmd & regs.CMD_ST:
+            self.sact |= value
 
     def write(self, reg: int, value: int, mask: int = FULL) -> None:
         """A guest write of ``value`` to the bytes ``mask`` selects of register ``reg``."""
@@ -165,12 +207,11 @@ class AhciPort:
         if reg == regs.PxCI:
             self.engine.issue(value)
         elif reg == regs.PxIS:
-            self.is_ &= ~(value & regs.IS_RW1C)
+            self._clear_is(value)
         elif reg == regs.PxCMD:
             self._write_cmd((self.cmd & ~mask) | value)
         elif reg == regs.PxSACT:
-            if self.cmd & regs.CMD_ST:
-                self.sact |= value
+            self._set_sact(value)
         elif reg == regs.PxCLB:
             self.clb = _merge(self.clb, value, mask) & 0xFFFFFC00
         elif reg == regs.PxCLBU:
@@ -229,7 +270,7 @@ class AhciPort:
 
     @property
     def interrupt_pending(self) -> bool:
-        return bool(self.read(regs.PxIS) & self.ie)
+        return bool(self._read_is() & self.ie)
 
 
 def _merge(old: int, value: int, mask: int) -> int:

@@ -10,7 +10,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from emu.ahci.hba import AhciHba
-from emu.machine.bus import MmioBus, MmioRegion, PortBus, ReadFn, WriteFn
+from emu.machine.bus import (
+    MmioBus,
+    MmioRegion,
+    PortBus,
+    ReadFn,
+    WordReaders,
+    WordWriters,
+    WriteFn,
+)
 from emu.machine.memory import GuestMemory
 from emu.machine.pci import (
     CAP_ID_MSI,
@@ -174,10 +182,19 @@ class AhciFunction:
         moves the ABAR's MMIO region when the guest moves BAR5."""
         self._ports = ports
         self._move_region = move_region
-        self._abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.read, self.write)
+        self._abar = MmioRegion("AHCI ABAR", ABAR_SIZE, self.read, self.write, self._words())
         mmio.add(self._abar, None)
         pci.attach(DEVICE, FUNCTION, self.config)
         self.config.update_decoding()
+
+    def _words(self) -> tuple[WordReaders, WordWriters] | None:
+        """The HBA's register tables for the ABAR's aligned 32-bit accesses, unless
+        something must see every access: a wrapper of :attr:`read`/:attr:`write`, or
+        the tracer of register accesses."""
+        hba = self.hba
+        if self.read != hba.read or self.write != hba.write or hba.traces_registers:
+            return None
+        return hba.readers, hba.writers
 
     def bus_master(self) -> bool:
         """May the function master the bus (DMA, and MSI, which is a memory write)?"""

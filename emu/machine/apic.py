@@ -55,7 +55,7 @@ class LocalApic:
     def accept(self, vector: int, level: bool = False) -> None:
         """A fixed interrupt arrives (an MSI, or from the I/O APIC); vectors 0-15 are
         illegal and dropped."""
-        if self.enabled and vector >= 16:
+        if self.svr & SVR_ENABLE and vector >= 16:
             self.irr |= 1 << vector
             self.tmr = self.tmr | 1 << vector if level else self.tmr & ~(1 << vector)
 
@@ -68,7 +68,8 @@ class LocalApic:
         if not self.irr:
             return None
         vector = self.irr.bit_length() - 1
-        return vector if vector & 0xF0 > self._ppr() else None
+        ppr = self._ppr() if self.isr or self.tpr else 0  # (most often nothing in service)
+        return vector if vector & 0xF0 > ppr else None
 
     def acknowledge(self, vector: int) -> None:
         """The CPU takes ``vector``: IRR -> ISR."""
@@ -100,14 +101,14 @@ class LocalApic:
 
     def write(self, offset: int, size: int, value: int) -> None:
         offset &= ~3
-        if offset == TPR:
-            self.tpr = value & 0xFF
-        elif offset == EOI:
+        if offset == EOI:  # (first: a handler writes it at every interrupt)
             if self.isr:
                 vector = self.isr.bit_length() - 1
                 self.isr &= ~(1 << vector)
                 if self.tmr & 1 << vector and self._on_eoi is not None:
                     self._on_eoi(vector)
+        elif offset == TPR:
+            self.tpr = value & 0xFF
         elif offset == SVR:
             self.svr = value & 0x13FF
         elif offset == LDR:

@@ -153,8 +153,8 @@ class Board:
         self._attach_ahci(config)
         self._stop_requested = False
         self._window_fault: GuestFault | None = None  # delivery failed inside the run
-        self._window = InterruptWindow(uc, self._window_opened)
         self._entry = InterruptEntry(uc, self.regs, self.memory)
+        self._window = InterruptWindow(uc, self._window_opened, self._entry)
         # Runs end only by a stop. With exits enabled and none set, Unicorn does not look
         # up the code at "until" at each emu_start: that TLB fill (a Python callback) also
         # evicted the AHCI BAR's entry, which shares its TLB slot, so an interrupt-driven
@@ -275,14 +275,15 @@ class Board:
     def _window_opened(self) -> None:
         """The interrupt window saw IF=1 at the start of a block, inside emu_start: enter
         the pending handler there. Writing EIP makes Unicorn go on at the handler without
-        leaving emu_start, so an interrupt costs no run-loop round trip. A guest without
-        a usable gate stops the run, which then reports it."""
+        leaving emu_start, so an interrupt costs no run-loop round trip; the window reads
+        and writes the registers around this call (InterruptEntry.deliver_staged). A
+        guest without a usable gate stops the run, which then reports it."""
         try:
             vector = self.apic.deliverable()
             if vector is None:
                 self._window.disarm()
             else:
-                self._enter(vector)
+                self._enter(vector, staged=True)
         except GuestFault as fault:
             self._window_fault = fault
             self.uc.emu_stop()
@@ -422,11 +423,16 @@ class Board:
             return
         self._enter(vector)
 
-    def _enter(self, vector: int) -> None:
-        """Take ``vector`` (EFLAGS.IF is set): into service, and into its handler."""
-        self.apic.acknowledge(vector)
-        self._entry.deliver(vector)
-        if self.apic.deliverable() is None:
+    def _enter(self, vector: int, staged: bool = False) -> None:
+        """Take ``vector`` (EFLAGS.IF is set): into service, and into its handler (with
+        ``staged``, from inside the interrupt window)."""
+        apic = self.apic
+        apic.acknowledge(vector)
+        if staged:
+            self._entry.deliver_staged(vector)
+        else:
+            self._entry.deliver(vector)
+        if not apic.irr or apic.deliverable() is None:  # (most often nothing else waits)
             self._window.disarm()
         else:
             self._window.arm()  # the next one, once the handler sets IF again

@@ -8,7 +8,7 @@ into the run's result).
 
 import ctypes
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TextIO
 
 from unicorn import UcError
@@ -19,14 +19,17 @@ from emu.machine.memory import PAGE_SIZE
 
 ReadFn = Callable[[int, int], int]  # (offset in the range, size in bytes) -> value
 WriteFn = Callable[[int, int, int], None]  # (offset in the range, size, value)
+WordReaders = Sequence[Callable[[], int]]  # by offset >> 2: the 32-bit register's value
+WordWriters = Sequence[Callable[[int], None]]  # by offset >> 2: write the 32-bit register
 
 # Raw C callbacks for uc_mmio_map: the binding's own wrapper costs 0.36 us per access
 # against 0.16 us for these (measured on the ABAR polling loop), and MMIO is the hot path.
-_MMIO_READ = ctypes.CFUNCTYPE(
-    ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint, ctypes.c_void_p
-)
+# They leave out the trailing user-data pointer Unicorn passes (a C callee may ignore
+# trailing arguments): ctypes converts each declared one, and the read callback cost
+# 0.36 us per access without it against 0.48-0.61 us with it (bare Unicorn loop).
+_MMIO_READ = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint)
 _MMIO_WRITE = ctypes.CFUNCTYPE(
-    None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint, ctypes.c_uint64, ctypes.c_void_p
+    None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint, ctypes.c_uint64
 )
 
 
@@ -99,16 +102,48 @@ class PortBus:
 
 
 class MmioRegion:
-    """A device's window in the physical address space; mapped while ``base`` is set."""
+    """A device's window in the physical address space; mapped while ``base`` is set.
 
-    def __init__(self, name: str, size: int, read: ReadFn, write: WriteFn) -> None:
+    ``words``, when given, is a pair of tables (:data:`WordReaders`, :data:`WordWriters`)
+    that an aligned 32-bit access calls instead of ``read``/``write``, with the same
+    effect and one Python call fewer. Setting ``read`` or ``write`` drops them (so a
+    wrapper put there sees every access); the change takes effect when the region is
+    next mapped."""
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        read: ReadFn,
+        write: WriteFn,
+        words: tuple[WordReaders, WordWriters] | None = None,
+    ) -> None:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"MMIO region {name}: size must be a multiple of 4 KiB")
         self.name = name
         self.size = size
-        self.read = read
-        self.write = write
+        self._read = read
+        self._write = write
+        self.words = words
         self.base: int | None = None
+
+    @property
+    def read(self) -> ReadFn:
+        return self._read
+
+    @read.setter
+    def read(self, read: ReadFn) -> None:
+        self._read = read
+        self.words = None
+
+    @property
+    def write(self) -> WriteFn:
+        return self._write
+
+    @write.setter
+    def write(self, write: WriteFn) -> None:
+        self._write = write
+        self.words = None
 
 
 class MmioBus:
@@ -162,18 +197,31 @@ class MmioBus:
                 self._open_pages.discard(page)
                 self._uc.mem_unmap(page, PAGE_SIZE)
                 self._callbacks.pop(page, None)
-        self._map(base, region.size, region.read, region.write, region.name)
+        self._map(base, region.size, region.read, region.write, region.name, region.words)
         region.base = base
         self._region_pages.update(_pages(base, region.size))
 
-    def _map(self, base: int, size: int, read: ReadFn, write: WriteFn, name: str) -> None:
+    def _map(
+        self,
+        base: int,
+        size: int,
+        read: ReadFn,
+        write: WriteFn,
+        name: str,
+        words: tuple[WordReaders, WordWriters] | None = None,
+    ) -> None:
         """uc_mmio_map with raw callbacks. A device raises only :class:`RunStop`, to end the
         run on purpose (a power cut); any other exception stops the run with an internal
-        error instead of vanishing inside ctypes."""
+        error instead of vanishing inside ctypes. With ``words``, an aligned 32-bit access
+        calls the tables (see :class:`MmioRegion`): one Python frame fewer per access, and
+        the callback's frame the only one for a register read that is a getter in C."""
         fail, end = self._on_device_error, self._on_run_stop
+        readers, writers = words if words is not None else (None, None)
 
-        def on_read(_uc, offset, size, _ud):
+        def on_read(_uc, offset, size):
             try:
+                if readers is not None and size == 4 and not offset & 3:
+                    return readers[offset >> 2]()
                 return read(offset, size)
             except RunStop as stop:
                 end(stop)
@@ -182,7 +230,7 @@ class MmioBus:
                 fail(f"{name} read at +0x{offset:x} failed: {exc!r}")
                 return (1 << (8 * size)) - 1
 
-        def on_write(_uc, offset, size, value, _ud):
+        def on_write(_uc, offset, size, value):
             access = (base, offset, size, value)
             if self._replay is not None:
                 replayed, self._replay = self._replay == access, None
@@ -190,7 +238,10 @@ class MmioBus:
                     return
             self._writing = access
             try:
-                write(offset, size, value)
+                if writers is not None and size == 4 and not offset & 3:
+                    writers[offset >> 2](value)
+                else:
+                    write(offset, size, value)
             except RunStop as stop:
                 end(stop)
             except Exception as exc:  # reported; the run stops

@@ -16,22 +16,30 @@ Instead a block hook checks IF when each translated block starts. That sees
 every point where IF became 1: QEMU's translator ends a block after STI, POPF
 and IRET, and runs the instruction in STI's shadow as a block of its own. The
 interrupt then lands within the block that raised it, as soon as a posted MSI
-may land on a CPU. Two block hooks stay installed from the first use on:
+may land on a CPU. The watch is one block hook for all addresses, installed at
+the first use and kept, so that all code is translated calling it:
 
-- an anchor, a no-op in C (libunicorn's own ``uc_errno``, which ignores the
-  extra arguments), so that all code is translated with block-hook calls;
-- the watch, which Unicorn calls only for blocks within its address bounds.
-  Arming and disarming set those bounds (all addresses, or none) in Unicorn's
-  hook record, so nothing is ever retranslated. The record's layout is checked
-  when the watch is added; if it is not the expected one, the watch is added
-  and deleted instead (correct, and slow).
+- On x86-64 hosts it is machine code (:func:`_native_watch`). While the window
+  is disarmed it returns at once (it tests a byte that arming sets); armed, it
+  reads EFLAGS through uc_reg_read, and if IF is set, raises a flag and calls
+  the window's ``on_open``. One hook matters: in a bare loop under Unicorn 2.1.4
+  one block hook added 1.5 ns a block and two added 12 ns (the list walk in
+  helper_uc_tracecode), and a guest runs hundreds of blocks per command. A lone
+  hook's callback also looks fixed into the code as it is translated: swapping
+  it in the hook record did not reach blocks translated before.
+- Where an executable page cannot be had, the watch runs in Python, at about
+  1 us a call, so it must not run while disarmed. There are then two hooks: an
+  anchor, a no-op in C (libunicorn's own ``uc_errno``, which ignores the extra
+  arguments), so that all code is translated with block-hook calls, and the
+  watch, which Unicorn calls only for blocks within its address bounds. Arming
+  and disarming set those bounds (all addresses, or none) in Unicorn's hook
+  record, so nothing is ever retranslated. The record's layout is checked when
+  the watch is added; if it is not the expected one, the watch is added and
+  deleted instead (correct, and slow).
 
 While armed the watch runs at every block, and a guest that issues commands
 with interrupts disabled runs thousands of blocks (its memsets) before it sets
-IF again: a Python callback costs about 1 us each time. So on x86-64 hosts the
-watch is 60 bytes of machine code (:func:`_native_watch`): read EFLAGS through
-uc_reg_read, and if IF is set, raise a flag and call the window's ``on_open``.
-Where an executable page cannot be had, the same check runs in Python.
+IF again: that is why the native watch exists.
 
 ``on_open`` runs inside the emulation, at the start of the block, before any of
 its instructions. It may enter the interrupt handler right there: a register
@@ -46,12 +54,17 @@ import os
 import struct
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_BLOCK
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import UC_X86_REG_EFLAGS
+from unicorn.x86_const import UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
 from emu.machine import rawhooks
+from emu.machine.registers import Registers
+
+if TYPE_CHECKING:
+    from emu.machine.interrupts import InterruptEntry
 
 EFLAGS_IF = 1 << 9
 
@@ -77,36 +90,92 @@ class _HookRecord(ctypes.Structure):
     ]
 
 
-# on_open as C calls it: (uc)
-OPEN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# on_open as C calls it. The watch passes the uc handle, which the callback does not
+# take (a System V callee may ignore its arguments): no Python wrapper to drop it.
+OPEN = ctypes.CFUNCTYPE(None)
 
 
-def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
-    """The watch as x86-64 System V machine code: ``(page, entry)``, or None where it
-    cannot run. When EFLAGS.IF is set it sets the byte at ``flag`` and calls the C
-    function ``on_open(uc)``::
+def _address(function) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value
 
-        push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
-        mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; mov rax, uc_reg_read; call rax
+
+def _call(function: int) -> bytes:
+    """mov rax, function; call rax"""
+    return b"\x48\xb8" + struct.pack("<Q", function) + b"\xff\xd0"
+
+
+def _batch_call(function: int, arguments: tuple[int, int, int]) -> bytes:
+    """function(uc, ids, pointers, count): mov rdi, rbx; mov rsi, ids; mov rdx, pointers;
+    mov ecx, count; then the call."""
+    ids, pointers, count = arguments
+    return (
+        b"\x48\x89\xdf\x48\xbe"
+        + struct.pack("<Q", ids)
+        + b"\x48\xba"
+        + struct.pack("<Q", pointers)
+        + b"\xb9"
+        + struct.pack("<I", count)
+        + _call(function)
+    )
+
+
+def _native_watch(
+    armed: int, flag: int, on_open: int, entry: "InterruptEntry"
+) -> tuple[mmap.mmap, int] | None:
+    """The watch as x86-64 System V machine code: ``(page, entry point)``, or None where
+    it cannot run. It returns at once while the byte at ``armed`` is zero. When EFLAGS.IF
+    is set it reads ``entry.state``, sets the byte at ``flag``, calls the C function
+    ``on_open``, and then, if ``on_open`` staged an entry (``entry.staged``), clears that
+    and writes ``entry.entry`` and EIP::
+
+        mov rax, armed; cmp byte [rax], 0; jne watch; ret
+        watch: push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
+        mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; call uc_reg_read
         test dword [rsp], 0x200; jz out
-        mov rax, flag; mov byte [rax], 1; mov rdi, rbx; mov rax, on_open; call rax
+        uc_reg_read_batch(rbx, state...)
+        mov rax, flag; mov byte [rax], 1; mov rdi, rbx; call on_open
+        mov rax, staged; cmp byte [rax], 0; je out; mov byte [rax], 0
+        uc_reg_write_batch(rbx, entry...)
+        mov rdi, rbx; mov esi, UC_X86_REG_EIP; mov rdx, handler; call uc_reg_write
         out: add rsp, 16; pop rbx; ret
+
+    (Each call is its ``mov rax, function; call rax``; the values libunicorn returns are
+    not looked at: the registers are always there to read and write.)
     """
     if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
         return None  # (os.uname, not the platform module: that one costs start-up time)
-    reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
-    code = (
-        b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00"
-        + b"\xbe"
+    if_armed = b"\x48\xb8" + struct.pack("<Q", armed) + b"\x80\x38\x00\x75\x01\xc3"
+    read_if = (
+        b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00\xbe"
         + struct.pack("<I", UC_X86_REG_EFLAGS)
-        + b"\x48\x89\xe2\x48\xb8"
-        + struct.pack("<Q", reg_read)
-        + b"\xff\xd0\xf7\x04\x24\x00\x02\x00\x00\x74\x1c\x48\xb8"
-        + struct.pack("<Q", flag)
-        + b"\xc6\x00\x01\x48\x89\xdf\x48\xb8"
-        + struct.pack("<Q", on_open)
-        + b"\xff\xd0\x48\x83\xc4\x10\x5b\xc3"
+        + b"\x48\x89\xe2"
+        + _call(_address(uclib.uc_reg_read))
+        + b"\xf7\x04\x24\x00\x02\x00\x00"
     )
+    opened = (
+        _batch_call(_address(uclib.uc_reg_read_batch), entry.state.call_arguments)
+        + b"\x48\xb8"
+        + struct.pack("<Q", flag)
+        + b"\xc6\x00\x01\x48\x89\xdf"
+        + _call(on_open)
+        + b"\x48\xb8"
+        + struct.pack("<Q", ctypes.addressof(entry.staged))
+        + b"\x80\x38\x00"
+    )
+    commit = (
+        b"\xc6\x00\x00"
+        + _batch_call(_address(uclib.uc_reg_write_batch), entry.entry.call_arguments)
+        + b"\x48\x89\xdf\xbe"
+        + struct.pack("<I", UC_X86_REG_EIP)
+        + b"\x48\xba"
+        + struct.pack("<Q", ctypes.addressof(entry.handler))
+        + _call(_address(uclib.uc_reg_write))
+    )
+    out = b"\x48\x83\xc4\x10\x5b\xc3"
+    # jz/je rel32 to out: 0f 84 followed by the distance from the end of the jump
+    skip_open = b"\x0f\x84" + struct.pack("<i", len(opened) + 6 + len(commit))
+    skip_commit = b"\x0f\x84" + struct.pack("<i", len(commit))
+    code = if_armed + read_if + skip_open + opened + skip_commit + commit + out
     try:
         page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     except (OSError, AttributeError, ValueError):  # no executable pages here (W^X policy)
@@ -118,40 +187,51 @@ def _native_watch(flag: int, on_open: int) -> tuple[mmap.mmap, int] | None:
 class InterruptWindow:
     """Calls ``on_open`` at the first block that starts with IF=1 while armed (inside
     the emulation); :attr:`opened` then says so until the next :meth:`disarm` or
-    :meth:`arm`. ``on_open`` must not raise: it stops the CPU instead."""
+    :meth:`arm`. ``on_open`` must not raise: it stops the CPU instead. Around it the
+    watch reads ``entry.state`` and writes what ``on_open`` staged in ``entry`` (see
+    :class:`~emu.machine.interrupts.InterruptEntry`)."""
 
-    def __init__(self, uc, on_open: Callable[[], None]) -> None:
+    def __init__(self, uc, on_open: Callable[[], None], entry: "InterruptEntry") -> None:
         self._uc = uc
-        self._anchored = False
+        self._entry = entry
+        self._regs = Registers(uc)
+        # Arming works now (translated code calls block hooks), from inside a callback too.
+        self.ready = False
         self._armed = False
         self._watch: ctypes.c_size_t | None = None
         self._record: _HookRecord | None = None  # None: add and delete the watch
         self._opened = ctypes.c_uint8()
-        self._eflags = ctypes.c_uint32()
+        self._armed_flag = ctypes.c_uint8()  # what the native watch tests first
         self._open = on_open
-        self._on_open = OPEN(lambda _uch: on_open())
+        self._on_open = OPEN(on_open)
         self._python_watch = rawhooks.BLOCK(self._check)
         native = _native_watch(
-            ctypes.addressof(self._opened), rawhooks.function_pointer(self._on_open).value
+            ctypes.addressof(self._armed_flag),
+            ctypes.addressof(self._opened),
+            rawhooks.function_pointer(self._on_open).value,
+            entry,
         )
         self._native_page = native[0] if native else None  # kept alive with the hook
-        self._function = (
-            ctypes.c_void_p(native[1]) if native else rawhooks.function_pointer(self._python_watch)
-        )
+        self._native = ctypes.c_void_p(native[1]) if native else None
+        self._function = rawhooks.function_pointer(self._python_watch)
 
     @property
     def opened(self) -> bool:
         return bool(self._opened.value)
 
-    @property
-    def ready(self) -> bool:
-        """Arming works now (translated code calls block hooks), from inside a callback too."""
-        return self._anchored
-
     def anchor(self) -> None:
         """Install the hooks and flush translated code, once; only while the guest is stopped."""
-        if self._anchored:
+        if self.ready:
             return
+        if self._native is not None:
+            rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._native)
+        else:
+            self._anchor_python_watch()
+        self._uc.ctl_flush_tb()
+        self.ready = True
+
+    def _anchor_python_watch(self) -> None:
+        """The no-op anchor, and the Python watch bounded to no address (module notes)."""
         rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, rawhooks.function_pointer(uclib.uc_errno))
         handle = rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._function, *_NOWHERE)
         record = _HookRecord.from_address(handle.value)
@@ -163,14 +243,14 @@ class InterruptWindow:
             self._record = record
         else:
             rawhooks.hook_del(self._uc, handle)
-        self._uc.ctl_flush_tb()
-        self._anchored = True
 
     def arm(self) -> None:
         self._opened.value = 0
         if self._armed:
             return
-        if self._record is not None:
+        if self._native is not None:
+            self._armed_flag.value = 1
+        elif self._record is not None:
             self._record.begin, self._record.end = _EVERYWHERE
         else:
             self._watch = rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._function)
@@ -180,16 +260,24 @@ class InterruptWindow:
         self._opened.value = 0
         if not self._armed:
             return
-        if self._record is not None:
+        if self._native is not None:
+            self._armed_flag.value = 0
+        elif self._record is not None:
             self._record.begin, self._record.end = _NOWHERE
         elif self._watch is not None:
             rawhooks.hook_del(self._uc, self._watch)
             self._watch = None
         self._armed = False
 
-    def _check(self, uch, _address, _size, _ud) -> None:
-        """The watch in Python, where the machine code cannot run."""
-        uclib.uc_reg_read(uch, UC_X86_REG_EFLAGS, ctypes.byref(self._eflags))
-        if self._eflags.value & EFLAGS_IF:
-            self._opened.value = 1
-            self._open()
+    def _check(self, _uch, _address, _size, _ud) -> None:
+        """The watch in Python, where the machine code cannot run (the same steps)."""
+        if not self._regs.read(UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            return
+        entry = self._entry
+        entry.state.read()
+        self._opened.value = 1
+        self._open()
+        if entry.staged.value:
+            entry.staged.value = 0
+            entry.entry.write(*entry.entry.values())
+            self._regs.write(UC_X86_REG_EIP, entry.handler.value)

@@ -8,6 +8,12 @@ selectors, EFLAGS, CRn); :meth:`read_msr` a model-specific register (the
 binding's MSR read costs about twenty times as much: the Linux board reads three
 per SYSCALL). A :class:`RegisterBatch` reads or writes a fixed set of them, and
 reads a descriptor-table register such as IDTR, in one call.
+
+They call libunicorn's functions without the binding's ``argtypes``: converting
+each argument through them costs more than the call itself (1.5 against 0.65 us
+per uc_reg_read, measured), so the arguments are ctypes objects already, or ints
+for C ints. The calls keep the GIL (``PyDLL``): these functions neither block nor
+call back, and releasing and taking the GIL again cost about 0.1 us per call.
 """
 
 import ctypes
@@ -16,6 +22,12 @@ from collections.abc import Sequence
 from unicorn import UcError
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_MSR
+
+_libunicorn = ctypes.PyDLL(uclib._name)  # the same library, functions without argtypes
+_reg_read = _libunicorn.uc_reg_read
+_reg_write = _libunicorn.uc_reg_write
+_reg_read_batch = _libunicorn.uc_reg_read_batch
+_reg_write_batch = _libunicorn.uc_reg_write_batch
 
 
 class _TableRegister(ctypes.Structure):
@@ -45,20 +57,20 @@ class Registers:
 
     def read(self, reg: int) -> int:
         self._value.value = 0  # a 32- or 16-bit register fills only its low bytes
-        status = uclib.uc_reg_read(self._uch, reg, self._ref)
+        status = _reg_read(self._uch, reg, self._ref)
         if status:
             raise UcError(status)
         return self._value.value
 
     def write(self, reg: int, value: int) -> None:
         self._value.value = value
-        status = uclib.uc_reg_write(self._uch, reg, self._ref)
+        status = _reg_write(self._uch, reg, self._ref)
         if status:
             raise UcError(status)
 
     def read_msr(self, msr: int) -> int:
         self._msr.rid = msr
-        status = uclib.uc_reg_read(self._uch, UC_X86_REG_MSR, self._msr_ref)
+        status = _reg_read(self._uch, UC_X86_REG_MSR, self._msr_ref)
         if status:
             raise UcError(status)
         return self._msr.value
@@ -74,6 +86,7 @@ class RegisterBatch:
         self._uch = uc._uch
         self._count = len(regs)
         self._values = (ctypes.c_uint64 * self._count)()
+        self._zeros = (0,) * self._count
         base = ctypes.addressof(self._values)
         pointers = [base + 8 * i for i in range(self._count)]
         ids = list(regs)
@@ -85,12 +98,24 @@ class RegisterBatch:
         self._ids = (ctypes.c_int * self._all)(*ids)
         self._pointers = (ctypes.c_void_p * self._all)(*pointers)
 
+    @property
+    def call_arguments(self) -> tuple[int, int, int]:
+        """(ids, pointers, count) as uc_reg_read_batch and uc_reg_write_batch take them,
+        for machine code that makes the call itself (:mod:`emu.machine.irqwindow`)."""
+        return ctypes.addressof(self._ids), ctypes.addressof(self._pointers), self._all
+
     def read(self) -> list[int]:
         """The registers' values in order, then the table register's base and limit."""
-        ctypes.memset(self._values, 0, 8 * self._count)  # narrower registers fill low bytes
-        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._pointers, self._all)
+        self._values[:] = self._zeros  # narrower registers fill only their low bytes
+        status = _reg_read_batch(self._uch, self._ids, self._pointers, self._all)
         if status:
             raise UcError(status)
+        return self.values()
+
+    def values(self) -> list[int]:
+        """What the last read left (without reading again), as :meth:`read` returns it.
+        Reads made by other code must be of this batch only, so that the registers
+        narrower than 64 bits keep zero high bytes."""
         values = self._values[:]
         if self._table is not None:
             values += (self._table.base, self._table.limit)
@@ -98,9 +123,13 @@ class RegisterBatch:
 
     def write(self, *values: int) -> None:
         """Write the registers (not a table register: a batch that has one only reads)."""
+        self.stage(*values)
+        status = _reg_write_batch(self._uch, self._ids, self._pointers, self._count)
+        if status:
+            raise UcError(status)
+
+    def stage(self, *values: int) -> None:
+        """Hold ``values`` for a write that other code makes with :attr:`call_arguments`."""
         if self._table is not None:
             raise ValueError("a batch with a descriptor-table register only reads")
         self._values[:] = values
-        status = uclib.uc_reg_write_batch(self._uch, self._ids, self._pointers, self._count)
-        if status:
-            raise UcError(status)
