@@ -38,6 +38,7 @@ from bench.workloads import BENCH_GUESTS  # noqa: E402
 
 MMIO_BASE = 0xFEBF0000
 REGISTER = 0x138  # port 0's PxCI: any aligned dword of the page does
+SENTINEL, STORED = 0x5A5A1234, 0x0BADF00D  # what the probe's register holds, what it stores
 CODE = 0x1000
 # (workload, the bench guests' append, bytes each command moves)
 WORKLOADS = (
@@ -58,18 +59,19 @@ def mmio_access_us(device: str, write: bool, count: int = 100_000, reps: int = 7
     ("python": a raw ctypes callback returning a list element, "c": libc's labs)."""
     from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
     from unicorn.unicorn_py3.unicorn import uclib
-    from unicorn.x86_const import UC_X86_REG_ECX
+    from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_ECX
 
     from emu.machine.bus import _MMIO_READ, _MMIO_WRITE
 
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     uc.mem_map(0, 1 << 20)
     registers = [0] * 1024
+    registers[REGISTER >> 2] = SENTINEL
 
-    def read(_uc, offset, _size, _ud):
+    def read(_uc, offset, _size):
         return registers[offset >> 2]
 
-    def store(_uc, offset, _size, value, _ud):
+    def store(_uc, offset, _size, value):
         registers[offset >> 2] = value
 
     if device == "python":
@@ -85,10 +87,15 @@ def mmio_access_us(device: str, write: bool, count: int = 100_000, reps: int = 7
     uc.mem_write(CODE, code)
     samples = []
     for _ in range(reps):
+        uc.reg_write(UC_X86_REG_EAX, STORED)
         uc.reg_write(UC_X86_REG_ECX, count)
         start = time.perf_counter()
         uc.emu_start(CODE, CODE + len(code) - 1)
         samples.append((time.perf_counter() - start) / count * 1e6)
+    if device == "python":  # the accesses reached the callback, as the board's do
+        seen = registers[REGISTER >> 2] if write else uc.reg_read(UC_X86_REG_EAX)
+        if seen != (STORED if write else SENTINEL):
+            raise RuntimeError(f"the MMIO probe's callback was not reached ({seen:#x})")
     return statistics.median(samples)
 
 
