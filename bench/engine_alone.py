@@ -175,7 +175,8 @@ def measure(name: str, device, count: int, reps: int) -> str:
     samples = [(_seconds(run, count) - _seconds(idle, count)) / count * 1e6 for _ in range(reps)]
     base_py, base_c = python_calls(idle, 320)
     py, c = python_calls(run, 320)
-    assert rig.port.tfd & 0xFF == 0x50 and not rig.port.ci, "a command failed"
+    if rig.port.tfd & 0xFF != 0x50 or rig.port.ci:
+        raise RuntimeError(f"{name}: a command failed (PxTFD {rig.port.tfd:#x})")
     return (
         f"{name:10} {statistics.median(samples):6.2f} us/command "
         f"(min {min(samples):.2f}, max {max(samples):.2f}); "
