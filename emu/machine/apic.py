@@ -48,10 +48,6 @@ class LocalApic:
         self.isr = 0
         self.lvt = {offset: LVT_MASKED for offset in range(LVT_CMCI, LVT_ERROR + 0x10, 0x10)}
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.svr & SVR_ENABLE)
-
     def accept(self, vector: int, level: bool = False) -> None:
         """A fixed interrupt arrives (an MSI, or from the I/O APIC); vectors 0-15 are
         illegal and dropped."""
