@@ -5,7 +5,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from emu.ahci import regs
-from emu.ahci.port import AhciPort
+from emu.ahci.port import FULL, AhciPort
 from emu.machine.memory import HostMemory
 
 if TYPE_CHECKING:
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from emu.faults.port import PortFaults
 
 NCQ_SLOTS = 32
-FULL = 0xFFFFFFFF
 
 
 class AhciHba:
