@@ -63,8 +63,8 @@ from emu.storage.errors import (
     StorageError,
 )
 from emu.storage.image import (
-    _IOV_MAX,
     BLOCK_SIZE,
+    IOV_MAX,
     ZEROS,
     BlockState,
     Closing,
@@ -205,7 +205,7 @@ class Chain(Closing):
         # The common cases, one preadv: a raw disk (every byte at its own offset), or
         # pieces within one block whose place is resolved.
         n = len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
-        if self._raw and offset >= 0 and offset + n <= self._size and len(buffers) <= _IOV_MAX:
+        if self._raw and offset >= 0 and offset + n <= self._size and len(buffers) <= IOV_MAX:
             try:
                 if os.preadv(self._leaf.fd, buffers, offset) == n:
                     return
@@ -223,7 +223,7 @@ class Chain(Closing):
             image = loc[0]
             try:
                 fd = image.fd if image is self._leaf else self._fd(image)
-                if len(buffers) <= _IOV_MAX and os.preadv(fd, buffers, loc[1] + within) == n:
+                if len(buffers) <= IOV_MAX and os.preadv(fd, buffers, loc[1] + within) == n:
                     return
             except (OSError, StorageError):
                 pass  # the general path below reports it

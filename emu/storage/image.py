@@ -27,7 +27,7 @@ BLOCK_SIZE = 1 << 20  # VDI's only block size; also the unit a chain resolves ra
 
 ZEROS = memoryview(bytes(BLOCK_SIZE))  # read-only source of zeros for fills and pads
 
-_IOV_MAX = os.sysconf("SC_IOV_MAX")
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # the most buffers one preadv or pwritev takes
 
 _PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -200,8 +200,8 @@ def open_locked(path: str, *, read_only: bool, exclusive: bool) -> int:
 def read_exact(fd: int, buffers: Sequence[memoryview], offset: int, path: str) -> None:
     """preadv all of ``buffers`` (in IOV_MAX chunks); a short read is a MediumError."""
     try:
-        for start in range(0, len(buffers), _IOV_MAX):
-            chunk = buffers[start : start + _IOV_MAX]
+        for start in range(0, len(buffers), IOV_MAX):
+            chunk = buffers[start : start + IOV_MAX]
             want = sum(len(b) for b in chunk)
             if os.preadv(fd, chunk, offset) != want:
                 raise MediumError(f"{path}: short read at offset {offset} (file truncated?)")
@@ -213,8 +213,8 @@ def read_exact(fd: int, buffers: Sequence[memoryview], offset: int, path: str) -
 def write_exact(fd: int, buffers: Sequence[memoryview], offset: int, path: str) -> None:
     """pwritev all of ``buffers`` (in IOV_MAX chunks); a short write is a MediumError."""
     try:
-        for start in range(0, len(buffers), _IOV_MAX):
-            chunk = buffers[start : start + _IOV_MAX]
+        for start in range(0, len(buffers), IOV_MAX):
+            chunk = buffers[start : start + IOV_MAX]
             want = sum(len(b) for b in chunk)
             if os.pwritev(fd, chunk, offset) != want:
                 raise MediumError(f"{path}: short write at offset {offset} (disk full?)")
