@@ -28,6 +28,7 @@ from emu.ahci import regs
 from emu.ahci.hba import AhciHba
 from emu.ata.disk import AtaDisk
 from emu.machine.memory import GuestMemory
+from emu.storage.blockdev import BlockDevice
 from emu.storage.chain import open_chain
 
 DISK_SIZE = 64 << 20
@@ -42,7 +43,7 @@ _PRD = struct.Struct("<IIII")
 class Rig:
     """One port with a disk, started, with a command list, FIS area and tables."""
 
-    def __init__(self, device) -> None:
+    def __init__(self, device: BlockDevice) -> None:
         self.memory = GuestMemory(16 << 20)
         self.hba = AhciHba(self.memory, [AtaDisk(device)], lambda: None, lambda: True)
         self.port = self.hba.ports[0]
@@ -167,7 +168,7 @@ def python_calls(run: Callable[[int], None], n: int) -> tuple[float, float]:
     return counts["call"] / n, counts["c_call"] / n
 
 
-def measure(name: str, device, count: int, reps: int) -> str:
+def measure(name: str, device: BlockDevice, count: int, reps: int) -> str:
     make = WORKLOADS[name]
     rig = Rig(device)
     run, idle = make(rig), _harness_only(rig, make)
