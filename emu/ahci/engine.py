@@ -76,9 +76,6 @@ _TYPE_REG_H2D = fis.TYPE_REG_H2D
 _H2D_C = fis.H2D_C
 _HEADER = HEADER
 _write_d2h = fis.write_d2h
-_RFIS_D2H_BYTES = fis.RFIS_D2H_BYTES
-_D2H_GOOD = fis.D2H_GOOD
-_D2H_GOOD_NO_I = fis.D2H_GOOD_NO_I
 _pack_prdbc = PRDBC.pack_into
 # The FIS that ends a successful command, by protocol (indexed by Protocol's value):
 # data-in PIO ends with its PIO Setup FIS's E_Status, no D2H FIS (SATA 11.7).
@@ -152,18 +149,12 @@ class CommandEngine:
         port = self.port
         if kind is _D2H:  # the common case, first
             if area is not None:
-                if done is GOOD:
-                    area[_RFIS_D2H_BYTES] = _D2H_GOOD
-                else:
-                    _write_d2h(area, done)
+                _write_d2h(area, done)
             port.tfd = done.status | done.error << 8
             bits |= _IS_DHRS
         elif kind is _D2H_QUIET:
             if area is not None:
-                if done is GOOD:
-                    area[_RFIS_D2H_BYTES] = _D2H_GOOD_NO_I
-                else:
-                    _write_d2h(area, done, False)
+                _write_d2h(area, done, False)
             port.tfd = done.status | done.error << 8
         elif kind is _SDB:
             if area is not None:

@@ -32,11 +32,8 @@ _D2H = struct.Struct("<BBBBBBBBBBBxHxxxxxx")  # 20 bytes
 _PIO_SETUP = struct.Struct("<BBBBBBBBBBBxHxBHxx")  # 20 bytes
 _DMA_SETUP = struct.Struct("<BBxxQxxxxIIxxxx")  # 28 bytes
 _SDB = struct.Struct("<BBBBI")  # 8 bytes
-# Where the Register D2H FIS lands, and its bytes for GOOD (I set, I clear), packed once:
-# most commands end so, and the engine posts them with one slice assignment.
-RFIS_D2H_BYTES = slice(RFIS_RFIS, RFIS_RFIS + _D2H.size)
-D2H_GOOD = _D2H.pack(TYPE_REG_D2H, FLAG_I, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-D2H_GOOD_NO_I = _D2H.pack(TYPE_REG_D2H, 0, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+_D2H_GOOD = _D2H.pack(TYPE_REG_D2H, FLAG_I, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+_D2H_GOOD_NO_I = _D2H.pack(TYPE_REG_D2H, 0, GOOD.status, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def read_h2d(
@@ -79,7 +76,7 @@ def _lba_bytes(lba: int) -> tuple[int, int, int, int, int, int]:
 
 def write_d2h(area: memoryview, c: Completion, interrupt: bool = True) -> None:
     if c is GOOD:  # most commands end so: post the bytes packed once
-        area[RFIS_D2H_BYTES] = D2H_GOOD if interrupt else D2H_GOOD_NO_I
+        area[RFIS_RFIS : RFIS_RFIS + _D2H.size] = _D2H_GOOD if interrupt else _D2H_GOOD_NO_I
         return
     l0, l1, l2, l3, l4, l5 = _lba_bytes(c.lba)
     _D2H.pack_into(

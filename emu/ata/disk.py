@@ -321,14 +321,11 @@ class AtaDisk:
     ) -> Completion:
         """Run a command :meth:`decode_transfer` accepted, with ``buffers`` holding exactly
         its bytes: what :meth:`execute` does for it."""
-        if not write:  # the common case: straight to the device
-            try:
-                self._dev.readv(lba * SECTOR_SIZE, buffers)
-            except StorageError:
-                return self._failed(tag, _unreadable(command, lba))
-            return GOOD
         try:
-            self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
+            if write:
+                self._write(command, lba, buffers, tag is not None and device & DEVICE_FUA)
+            else:
+                self._read(command, lba, buffers)
         except AtaError as err:
             return self._failed(tag, err)
         return GOOD
