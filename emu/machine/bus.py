@@ -22,11 +22,12 @@ WriteFn = Callable[[int, int, int], None]  # (offset in the range, size, value)
 WordReaders = Sequence[Callable[[], int]]  # by offset >> 2: the 32-bit register's value
 WordWriters = Sequence[Callable[[int], None]]  # by offset >> 2: write the 32-bit register
 
-# Raw C callbacks for uc_mmio_map: the binding's own wrapper costs 0.36 us per access
-# against 0.16 us for these (measured on the ABAR polling loop), and MMIO is the hot path.
-# They leave out the trailing user-data pointer Unicorn passes (a C callee may ignore
-# trailing arguments): ctypes converts each declared one, and the read callback cost
-# 0.36 us per access without it against 0.48-0.61 us with it (bare Unicorn loop).
+# Raw C callbacks for uc_mmio_map: the binding's own wrapper cost about twice as much
+# per access (measured on the ABAR polling loop), and MMIO is the hot path. They leave
+# out the trailing user-data pointer Unicorn passes (the caller cleans up arguments on
+# x86-64 and AArch64, so a callee may ignore trailing ones): ctypes converts each
+# declared one, and the read callback cost 0.36 us per access without it against
+# 0.48-0.61 us with it (bare Unicorn loop).
 _MMIO_READ = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint)
 _MMIO_WRITE = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint, ctypes.c_uint64

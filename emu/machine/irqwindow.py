@@ -93,10 +93,16 @@ class _HookRecord(ctypes.Structure):
 # on_open as C calls it. The watch passes the uc handle, which the callback does not
 # take (a System V callee may ignore its arguments): no Python wrapper to drop it.
 OPEN = ctypes.CFUNCTYPE(None)
-
-
-def _address(function) -> int:
-    return ctypes.cast(function, ctypes.c_void_p).value
+# The libunicorn functions the native watch calls, as plain addresses.
+_UC_REG_READ, _UC_REG_WRITE, _UC_REG_READ_BATCH, _UC_REG_WRITE_BATCH = (
+    rawhooks.function_pointer(function).value
+    for function in (
+        uclib.uc_reg_read,
+        uclib.uc_reg_write,
+        uclib.uc_reg_read_batch,
+        uclib.uc_reg_write_batch,
+    )
+)
 
 
 def _call(function: int) -> bytes:
@@ -149,11 +155,11 @@ def _native_watch(
         b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00\xbe"
         + struct.pack("<I", UC_X86_REG_EFLAGS)
         + b"\x48\x89\xe2"
-        + _call(_address(uclib.uc_reg_read))
+        + _call(_UC_REG_READ)
         + b"\xf7\x04\x24\x00\x02\x00\x00"
     )
     opened = (
-        _batch_call(_address(uclib.uc_reg_read_batch), entry.state.call_arguments)
+        _batch_call(_UC_REG_READ_BATCH, entry.state.call_arguments)
         + b"\x48\xb8"
         + struct.pack("<Q", flag)
         + b"\xc6\x00\x01\x48\x89\xdf"
@@ -164,12 +170,12 @@ def _native_watch(
     )
     commit = (
         b"\xc6\x00\x00"
-        + _batch_call(_address(uclib.uc_reg_write_batch), entry.entry.call_arguments)
+        + _batch_call(_UC_REG_WRITE_BATCH, entry.entry.call_arguments)
         + b"\x48\x89\xdf\xbe"
         + struct.pack("<I", UC_X86_REG_EIP)
         + b"\x48\xba"
         + struct.pack("<Q", ctypes.addressof(entry.handler))
-        + _call(_address(uclib.uc_reg_write))
+        + _call(_UC_REG_WRITE)
     )
     out = b"\x48\x83\xc4\x10\x5b\xc3"
     # jz/je rel32 to out: 0f 84 followed by the distance from the end of the jump
