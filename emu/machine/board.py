@@ -48,7 +48,7 @@ from emu.machine import apic, debugexit, ioapic, rawhooks, uart
 from emu.machine.ahci_pci import AhciFunction
 from emu.machine.bus import MmioBus, MmioRegion, PortBus, StrayReporter
 from emu.machine.errors import GuestFault, GuestTimeout, Interrupted, MachineError, RunStop
-from emu.machine.interrupts import HLT_OPCODE, InterruptEntry
+from emu.machine.interrupts import EFLAGS_IF, HLT_OPCODE, InterruptEntry
 from emu.machine.irqwindow import InterruptWindow
 from emu.machine.loader import load_multiboot
 from emu.machine.memory import PAGE_SIZE, GuestMemory
@@ -64,7 +64,6 @@ if TYPE_CHECKING:  # --trace, --fault and --sanitize load their modules when use
     from emu.faults.port import PortFaults
     from emu.sanitizer.checker import Sanitizer
 
-EFLAGS_IF = 1 << 9
 CR0_PG = 1 << 31
 _STOP_AT = 0xFFFFFFFF  # emu_start's "until", ignored: exits are enabled, none set
 

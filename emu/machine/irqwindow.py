@@ -21,8 +21,15 @@ the first use and kept, so that all code is translated calling it:
 
 - On x86-64 hosts it is machine code (:func:`_native_watch`). While the window
   is disarmed it returns at once (it tests a byte that arming sets); armed, it
-  reads EFLAGS through uc_reg_read, and if IF is set, raises a flag and calls
-  the window's ``on_open``. One hook matters: in a bare loop under Unicorn 2.1.4
+  tests IF, and if IF is set, raises a flag and calls the window's ``on_open``.
+  It tests IF where the CPU keeps it (env->eflags, found and checked by
+  :func:`~emu.machine.unicorn_internals.eflags_address`), a load of a few
+  nanoseconds; where that field is not known, it asks uc_reg_read, which
+  computes all of EFLAGS (about 60 ns a block). The difference is most of the
+  CPU time of a driver that builds commands with interrupts disabled while a
+  completion waits: the bench_msi guest's NCQ memsets run as many blocks as
+  they store words (QEMU runs each iteration of a REP string instruction as a
+  block of its own). One hook matters: in a bare loop under Unicorn 2.1.4
   one block hook added 1.5 ns a block and two added 12 ns (the list walk in
   helper_uc_tracecode), and a guest runs hundreds of blocks per command. A lone
   hook's callback also looks fixed into the code as it is translated: swapping
@@ -61,12 +68,12 @@ from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
 from emu.machine import rawhooks
+from emu.machine.interrupts import EFLAGS_IF
 from emu.machine.registers import Registers
+from emu.machine.unicorn_internals import eflags_address
 
 if TYPE_CHECKING:
     from emu.machine.interrupts import InterruptEntry
-
-EFLAGS_IF = 1 << 9
 
 # Hook bounds as Unicorn reads them: begin > end means every address; begin = end =
 # 2**64 - 1 no address a 32-bit guest runs at.
@@ -126,18 +133,20 @@ def _batch_call(function: int, arguments: tuple[int, int, int]) -> bytes:
 
 
 def _native_watch(
-    armed: int, flag: int, on_open: int, entry: "InterruptEntry"
+    armed: int, flag: int, on_open: int, entry: "InterruptEntry", eflags: int | None
 ) -> tuple[mmap.mmap, int] | None:
     """The watch as x86-64 System V machine code: ``(page, entry point)``, or None where
     it cannot run. It returns at once while the byte at ``armed`` is zero. When EFLAGS.IF
-    is set it reads ``entry.state``, sets the byte at ``flag``, calls the C function
-    ``on_open``, and then, if ``on_open`` staged an entry (``entry.staged``), clears that
-    and writes ``entry.entry`` and EIP::
+    is set (in the CPU's field at ``eflags``; None: as uc_reg_read gives it) it reads
+    ``entry.state``, sets the byte at ``flag``, calls the C function ``on_open``, and
+    then, if ``on_open`` staged an entry (``entry.staged``), clears that and writes
+    ``entry.entry`` and EIP::
 
         mov rax, armed; cmp byte [rax], 0; jne watch; ret
-        watch: push rbx; mov rbx, rdi; sub rsp, 16; mov qword [rsp], 0
-        mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp; call uc_reg_read
-        test dword [rsp], 0x200; jz out
+        watch: push rbx; mov rbx, rdi; sub rsp, 16
+        mov rax, eflags; test dword [rax], 0x200; jz out
+        (eflags None: mov qword [rsp], 0; mov esi, UC_X86_REG_EFLAGS; mov rdx, rsp;
+        call uc_reg_read; test dword [rsp], 0x200; jz out)
         uc_reg_read_batch(rbx, state...)
         mov rax, flag; mov byte [rax], 1; mov rdi, rbx; call on_open
         mov rax, staged; cmp byte [rax], 0; je out; mov byte [rax], 0
@@ -151,13 +160,18 @@ def _native_watch(
     if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
         return None  # (os.uname, not the platform module: that one costs start-up time)
     if_armed = b"\x48\xb8" + struct.pack("<Q", armed) + b"\x80\x38\x00\x75\x01\xc3"
-    read_if = (
-        b"\x53\x48\x89\xfb\x48\x83\xec\x10\x48\xc7\x04\x24\x00\x00\x00\x00\xbe"
-        + struct.pack("<I", UC_X86_REG_EFLAGS)
-        + b"\x48\x89\xe2"
-        + _call(_UC_REG_READ)
-        + b"\xf7\x04\x24\x00\x02\x00\x00"
-    )
+    frame = b"\x53\x48\x89\xfb\x48\x83\xec\x10"
+    if eflags is not None:
+        read_if = frame + b"\x48\xb8" + struct.pack("<Q", eflags) + b"\xf7\x00\x00\x02\x00\x00"
+    else:
+        read_if = (
+            frame
+            + b"\x48\xc7\x04\x24\x00\x00\x00\x00\xbe"
+            + struct.pack("<I", UC_X86_REG_EFLAGS)
+            + b"\x48\x89\xe2"
+            + _call(_UC_REG_READ)
+            + b"\xf7\x04\x24\x00\x02\x00\x00"
+        )
     opened = (
         _batch_call(_UC_REG_READ_BATCH, entry.state.call_arguments)
         + b"\x48\xb8"
@@ -211,14 +225,8 @@ class InterruptWindow:
         self._open = on_open
         self._on_open = OPEN(on_open)
         self._python_watch = rawhooks.BLOCK(self._check)
-        native = _native_watch(
-            ctypes.addressof(self._armed_flag),
-            ctypes.addressof(self._opened),
-            rawhooks.function_pointer(self._on_open).value,
-            entry,
-        )
-        self._native_page = native[0] if native else None  # kept alive with the hook
-        self._native = ctypes.c_void_p(native[1]) if native else None
+        self._native_page: mmap.mmap | None = None  # kept alive with the hook
+        self._native: ctypes.c_void_p | None = None
         self._function = rawhooks.function_pointer(self._python_watch)
 
     @property
@@ -229,7 +237,15 @@ class InterruptWindow:
         """Install the hooks and flush translated code, once; only while the guest is stopped."""
         if self.ready:
             return
-        if self._native is not None:
+        native = _native_watch(
+            ctypes.addressof(self._armed_flag),
+            ctypes.addressof(self._opened),
+            rawhooks.function_pointer(self._on_open).value,
+            self._entry,
+            eflags_address(self._uc),
+        )
+        if native is not None:
+            self._native_page, self._native = native[0], ctypes.c_void_p(native[1])
             rawhooks.hook_add(self._uc, UC_HOOK_BLOCK, self._native)
         else:
             self._anchor_python_watch()

@@ -72,6 +72,7 @@ from emu.machine.bzimage import (
     load_linux,
 )
 from emu.machine.errors import GuestFault, KernelPanic
+from emu.machine.interrupts import EFLAGS_IF, EFLAGS_RF
 from emu.machine.pagewalk import translate_long
 from emu.machine.rtc import CmosRtc
 from emu.machine.stoptimer import StopTimer
@@ -90,8 +91,6 @@ IDT_GATE_SIZE = 16
 GATE_PRESENT = 0x80
 GATE_INTERRUPT_OR_TRAP = 0xE  # types 0xE and 0xF: bit 0 tells them apart
 
-EFLAGS_IF = 1 << 9
-EFLAGS_RF = 1 << 16
 MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000080, 0xC0000081, 0xC0000082, 0xC0000084
 EFER_LME_LMA = 0x500
 CR0_BOOT = 0x80000011  # PG | ET | PE

@@ -15,12 +15,20 @@ pyproject.toml allows:
   error code and CR2, a HLT resumed, the TSC moved, registers found where the
   layout says). The Linux board calls it before it builds anything.
 * Any mismatch raises :class:`UnicornInternalsError`: one line, and Linux
-  guests are refused. Nothing here is used by the multiboot board.
+  guests are refused.
+
+The multiboot board uses one field only, and never depends on it:
+:func:`eflags_address` gives the interrupt window (emu.machine.irqwindow) where
+EFLAGS.IF lives, after checking that the field follows IF as it is set and
+cleared; with an unknown libunicorn it gets None and reads EFLAGS through
+uc_reg_read instead.
 """
 
 import ctypes
 import functools
+import os
 import struct
+import sys
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, UC_TLB_CPU, Uc, UcError, uc_version
@@ -49,6 +57,7 @@ from unicorn.x86_const import (
 )
 
 from emu.machine.errors import MachineError
+from emu.machine.interrupts import EFLAGS_IF
 
 SEG_CS = 1  # QEMU's R_CS, R_SS: segment indices for cpu_x86_load_seg
 SEG_SS = 2
@@ -133,6 +142,38 @@ def _function(name: str, argtypes: list) -> ctypes._CFuncPtr:
 _u32p = ctypes.POINTER(ctypes.c_uint32)
 
 
+def _env(uc: Uc, layout: Layout) -> tuple[int, int]:
+    """(the X86CPU, its CPUX86State): the addresses of ``uc``'s CPU state."""
+    uch = ctypes.cast(uc._uch, ctypes.c_void_p).value
+    cpu = ctypes.c_uint64.from_address(uch + layout.uc_cpu).value
+    return cpu, cpu + layout.cpu_env
+
+
+def eflags_address(uc: Uc) -> int | None:
+    """The address of ``uc``'s env->eflags, where QEMU keeps IF (STI, CLI, POPF and IRET
+    write it there; only the arithmetic flags and DF live elsewhere while code runs), or
+    None when this libunicorn's layout is unknown or the field does not follow IF as
+    uc_reg_write sets and clears it. Call it while the CPU is stopped."""
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return None  # LAYOUTS are the x86_64 Linux wheel's
+    layout = LAYOUTS.get(library_version())
+    if layout is None:
+        return None
+    saved = uc.reg_read(UC_X86_REG_EFLAGS)  # (the first call creates the CPU)
+    cpu, env = _env(uc, layout)
+    if not cpu:
+        return None
+    field = ctypes.c_uint32.from_address(env + layout.env_eflags)
+    seen = []
+    try:
+        for value in (saved | EFLAGS_IF, saved & ~EFLAGS_IF, saved | EFLAGS_IF):
+            uc.reg_write(UC_X86_REG_EFLAGS, value)
+            seen.append(field.value & EFLAGS_IF)
+    finally:
+        uc.reg_write(UC_X86_REG_EFLAGS, saved)
+    return env + layout.env_eflags if seen == [EFLAGS_IF, 0, EFLAGS_IF] else None
+
+
 class CpuInternals:
     """One Unicorn CPU's internal state and QEMU's delivery functions for it."""
 
@@ -140,8 +181,7 @@ class CpuInternals:
         self.layout = lay = layout or _layout()
         self._uc = uc
         self._uch = ctypes.cast(uc._uch, ctypes.c_void_p).value
-        self.cpu = ctypes.c_uint64.from_address(self._uch + lay.uc_cpu).value
-        self.env = self.cpu + lay.cpu_env
+        self.cpu, self.env = _env(uc, lay)
         self._do_interrupt = _function("x86_cpu_do_interrupt_x86_64", [ctypes.c_void_p])
         self._hardirq = _function(
             "do_interrupt_x86_hardirq_x86_64", [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]

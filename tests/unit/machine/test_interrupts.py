@@ -138,10 +138,13 @@ def counters(board: Board) -> tuple[int, int, int, int]:
     return struct.unpack_from("<IIII", board.memory.mem, COUNT)
 
 
-@pytest.fixture(params=["native", "python"])
+@pytest.fixture(params=["native", "native-reg-read", "python"])
 def watch(request, monkeypatch):
-    """The window's watch as machine code, and as its Python fallback."""
-    if request.param == "python":
+    """The window's watch as machine code (testing IF in the CPU's field, or through
+    uc_reg_read where that field is not known), and as its Python fallback."""
+    if request.param == "native-reg-read":
+        monkeypatch.setattr(irqwindow, "eflags_address", lambda _uc: None)
+    elif request.param == "python":
         monkeypatch.setattr(irqwindow, "_native_watch", lambda *_: None)
     return request.param
 

@@ -1,6 +1,7 @@
 """The one module that reaches into libunicorn: its self-check and its refusals."""
 
 import contextlib
+import ctypes
 import dataclasses
 import struct
 import subprocess
@@ -9,8 +10,11 @@ import threading
 
 import pytest
 from bzimages import make_bzimage, make_vmlinux
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
+from unicorn.x86_const import UC_X86_REG_EFLAGS
 
 from emu.machine import unicorn_internals
+from emu.machine.interrupts import EFLAGS_IF
 from emu.machine.unicorn_internals import LAYOUTS, UnicornInternalsError, library_version
 
 
@@ -42,6 +46,30 @@ def test_an_unknown_libunicorn_version_is_refused_with_one_line(monkeypatch):
     with pytest.raises(UnicornInternalsError) as info:
         unicorn_internals._layout()
     assert "2.9.9" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", [UC_MODE_32, UC_MODE_64])
+def test_eflags_address_is_where_if_is_kept(mode):
+    uc = Uc(UC_ARCH_X86, mode)
+    address = unicorn_internals.eflags_address(uc)
+    assert address is not None
+    field = ctypes.c_uint32.from_address(address)
+    for value in (0x202, 0x002, 0x246):  # IF set, clear, set with arithmetic flags
+        uc.reg_write(UC_X86_REG_EFLAGS, value)
+        assert field.value & EFLAGS_IF == value & EFLAGS_IF
+    assert uc.reg_read(UC_X86_REG_EFLAGS) == 0x246  # the check itself left EFLAGS alone
+
+
+def test_eflags_address_is_none_where_the_field_cannot_be_trusted(monkeypatch):
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.reg_write(UC_X86_REG_EFLAGS, 0x2C3)
+    monkeypatch.setattr(unicorn_internals, "library_version", lambda: (2, 9, 9))
+    assert unicorn_internals.eflags_address(uc) is None  # an unknown layout
+    monkeypatch.setattr(unicorn_internals, "library_version", lambda: (2, 1, 4))
+    wrong = dataclasses.replace(LAYOUTS[(2, 1, 4)], env_eflags=LAYOUTS[(2, 1, 4)].env_eip)
+    monkeypatch.setitem(unicorn_internals.LAYOUTS, (2, 1, 4), wrong)
+    assert unicorn_internals.eflags_address(uc) is None  # a field that does not follow IF
+    assert uc.reg_read(UC_X86_REG_EFLAGS) == 0x2C3
 
 
 def test_the_cli_refuses_a_linux_guest_on_an_unknown_libunicorn(tmp_path):
