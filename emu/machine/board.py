@@ -378,7 +378,8 @@ class Board:
                     if self._fault is None:
                         self._fault = self._describe(exc)
                 if self._window_fault is not None:
-                    raise self._window_fault
+                    fault, self._window_fault = self._window_fault, None
+                    raise fault
                 if (code := self._verdict(watchdog)) is not None:
                     return code
                 if self.mmio.replay_pending:

@@ -127,10 +127,12 @@ def make_machine(
     pattern: bool = True,
     memory_mib: int = 16,
     faults=None,
+    observer=None,
 ) -> Machine:
     """An HBA with in-memory disks (emu.testing.memory_disk) on its first ports, so that
     these tests exercise the HBA and not the image files; ``pattern`` fills every
-    sector with :func:`sector_pattern`."""
+    sector with :func:`sector_pattern`. ``observer`` watches every port from the start
+    (a port's observer is fixed for its life)."""
     memory = GuestMemory(memory_mib << 20)
     devices = []
     for index, size in enumerate(disk_sizes):
@@ -145,6 +147,7 @@ def make_machine(
         disks,
         lambda: machine.interrupts.append(1),
         lambda: machine.bus_master,
+        tracer=observer,
         faults=faults,
     )
     return machine

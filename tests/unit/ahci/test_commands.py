@@ -300,10 +300,8 @@ def test_software_reset_by_control_fises_reports_the_signature(m):
 
 
 def test_trace_records_each_command():
-    m = make_machine()
     stream = io.StringIO()
-    for port in m.hba.ports:
-        port.observer = Tracer(stream)
+    m = make_machine(observer=Tracer(stream))
     m.start(0)
     m.command(0, h2d(READ_DMA_EXT, lba=3, count=1), [(DATA, 512)])
     m.issue(1)

@@ -3,6 +3,7 @@ FPDMA QUEUED) against its full path: the same commands on two machines, one plai
 lean path runs) and one with a do-nothing observer attached (the full path runs), must
 leave the guest the same registers, FISes, PRDBCs, RAM and disk contents."""
 
+import io
 import struct
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from emu.ahci import regs
 from emu.ahci.cmdtable import PRD_I, prdt_buffers
-from emu.ahci.observer import PortObserver
+from emu.ahci.trace import Tracer
 from emu.machine.memory import GuestMemory
 
 READ_DMA_EXT = 0x25
@@ -27,9 +28,9 @@ PORT_REGS = (regs.PxIS, regs.PxCI, regs.PxSACT, regs.PxTFD, regs.PxCMD, regs.PxS
 
 
 def _machine(lean: bool):
-    m = make_machine(disk_sizes=(1 << 20,), memory_mib=RAM >> 20)
-    if not lean:
-        m.hba.ports[0].observer = PortObserver()  # anything watching: the full path
+    # anything watching (here --trace's observer) takes the full path
+    observer = None if lean else Tracer(io.StringIO())
+    m = make_machine(disk_sizes=(1 << 20,), memory_mib=RAM >> 20, observer=observer)
     m.start(0)
     m.set_preg(0, regs.PxIE, 0xFFFFFFFF & regs.IE_WRITABLE)
     m.set_reg(regs.GHC, regs.GHC_IE | regs.GHC_AE)
