@@ -3,7 +3,8 @@
     python -m bench.engine_alone [--count N] [--reps N] [WORKLOAD ...]
 
 WORKLOADs: qd1_read, qd1_write (4 KiB at random LBAs, one PRD), ncq_read (32 queued
-4 KiB reads in one PxCI write, one PRD each), seq_128k (128 KiB READ DMA EXT, 32
+4 KiB reads in one PxCI write, one PRD each), ncq_read_single (the same, each with
+its own PxSACT and PxCI write), seq_128k (128 KiB READ DMA EXT, 32
 scattered 4 KiB PRDs). Each prints the median (and min, max) CPU microseconds per
 command over ``reps`` runs, the harness's own loop (measured alone) subtracted, and
 the Python calls per command (``sys.setprofile``: Python functions, and C functions
@@ -105,8 +106,8 @@ def _single(rig: Rig, table: int, sectors: int) -> Callable[[int], None]:
     return run
 
 
-def ncq_read(rig: Rig) -> Callable[[int], None]:
-    """32 READ FPDMA QUEUED of 4 KiB (one PRD each) in one PxCI write; ``n`` commands."""
+def _ncq(rig: Rig, one_per_write: bool) -> Callable[[int], None]:
+    """32 READ FPDMA QUEUED of 4 KiB (one PRD each) at a time; ``n`` commands."""
     tables = [
         rig.command(tag, _h2d(READ_FPDMA, 0, tag << 3, 8), [(DATA + tag * 0x1000, 4096)], False)
         for tag in range(32)
@@ -120,8 +121,13 @@ def ncq_read(rig: Rig) -> Callable[[int], None]:
             for tag, table in enumerate(tables):
                 lba = lbas[start + tag]
                 pack_lba(mem, table + 4, lba & 0xFFFF, lba >> 16 & 0xFF)
-            port.sact = 0xFFFFFFFF
-            issue(0xFFFFFFFF)
+            if one_per_write:  # PxSACT then PxCI per tag, as Linux's libahci issues
+                for tag in range(32):
+                    port.sact |= 1 << tag
+                    issue(1 << tag)
+            else:
+                port.sact = 0xFFFFFFFF
+                issue(0xFFFFFFFF)
             port.is_ = 0
 
     return run
@@ -130,7 +136,8 @@ def ncq_read(rig: Rig) -> Callable[[int], None]:
 WORKLOADS: dict[str, Callable[[Rig], Callable[[int], None]]] = {
     "qd1_read": lambda rig: qd1(rig, READ_DMA_EXT, False),
     "qd1_write": lambda rig: qd1(rig, WRITE_DMA_EXT, True),
-    "ncq_read": ncq_read,
+    "ncq_read": lambda rig: _ncq(rig, False),
+    "ncq_read_single": lambda rig: _ncq(rig, True),
     "seq_128k": seq_128k,
 }
 
@@ -179,7 +186,7 @@ def measure(name: str, device: BlockDevice, count: int, reps: int) -> str:
     if rig.port.tfd & 0xFF != 0x50 or rig.port.ci:
         raise RuntimeError(f"{name}: a command failed (PxTFD {rig.port.tfd:#x})")
     return (
-        f"{name:10} {statistics.median(samples):6.2f} us/command "
+        f"{name:15} {statistics.median(samples):6.2f} us/command "
         f"(min {min(samples):.2f}, max {max(samples):.2f}); "
         f"{py - base_py:.1f} Python + {c - base_c:.1f} C calls per command"
     )
