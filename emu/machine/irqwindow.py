@@ -132,6 +132,12 @@ def _batch_call(function: int, arguments: tuple[int, int, int]) -> bytes:
     )
 
 
+def _x86_64_host() -> bool:
+    """The machine code runs here (os.uname, not the platform module: that one costs
+    start-up time)."""
+    return sys.platform != "win32" and os.uname().machine.lower() in ("x86_64", "amd64")
+
+
 def _native_watch(
     armed: int, flag: int, on_open: int, entry: "InterruptEntry", eflags: int | None
 ) -> tuple[mmap.mmap, int] | None:
@@ -157,12 +163,13 @@ def _native_watch(
     (Each call is its ``mov rax, function; call rax``; the values libunicorn returns are
     not looked at: the registers are always there to read and write.)
     """
-    if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
-        return None  # (os.uname, not the platform module: that one costs start-up time)
+    if not _x86_64_host():
+        return None
     if_armed = b"\x48\xb8" + struct.pack("<Q", armed) + b"\x80\x38\x00\x75\x01\xc3"
     frame = b"\x53\x48\x89\xfb\x48\x83\xec\x10"
+    test_if = struct.pack("<I", EFLAGS_IF)  # test dword [...], imm32
     if eflags is not None:
-        read_if = frame + b"\x48\xb8" + struct.pack("<Q", eflags) + b"\xf7\x00\x00\x02\x00\x00"
+        read_if = frame + b"\x48\xb8" + struct.pack("<Q", eflags) + b"\xf7\x00" + test_if
     else:
         read_if = (
             frame
@@ -170,7 +177,8 @@ def _native_watch(
             + struct.pack("<I", UC_X86_REG_EFLAGS)
             + b"\x48\x89\xe2"
             + _call(_UC_REG_READ)
-            + b"\xf7\x04\x24\x00\x02\x00\x00"
+            + b"\xf7\x04\x24"
+            + test_if
         )
     opened = (
         _batch_call(_UC_REG_READ_BATCH, entry.state.call_arguments)
@@ -242,7 +250,7 @@ class InterruptWindow:
             ctypes.addressof(self._opened),
             rawhooks.function_pointer(self._on_open).value,
             self._entry,
-            eflags_address(self._uc),
+            eflags_address(self._uc) if _x86_64_host() else None,
         )
         if native is not None:
             self._native_page, self._native = native[0], ctypes.c_void_p(native[1])
@@ -267,8 +275,9 @@ class InterruptWindow:
             rawhooks.hook_del(self._uc, handle)
 
     def arm(self) -> None:
+        """Watch for IF from the next block on; only once :meth:`anchor` has run."""
         self._opened.value = 0
-        if self._armed:
+        if self._armed or not self.ready:
             return
         if self._native is not None:
             self._armed_flag.value = 1

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, UC_TLB_CPU, Uc, UcError, uc_version
+from unicorn.unicorn_py3 import unicorn as _binding
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (
     UC_X86_REG_CR0,
@@ -115,6 +116,18 @@ def library_version() -> tuple[int, int, int]:
     return (combined >> 24) & 0xFF, (combined >> 16) & 0xFF, (combined >> 8) & 0xFF
 
 
+def library_path() -> str:
+    """The libunicorn file the binding loaded."""
+    return uclib._name
+
+
+def bundled() -> bool:
+    """The binding loaded the libunicorn its wheel bundles, the build LAYOUTS describe (not
+    one named by LIBUNICORN_PATH or found on the system, whose layout may differ)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(_binding.__file__)))
+    return os.path.dirname(os.path.abspath(library_path())) == os.path.join(package, "lib")
+
+
 def _layout() -> Layout:
     version = library_version()
     layout = LAYOUTS.get(version)
@@ -123,6 +136,11 @@ def _layout() -> Layout:
         raise UnicornInternalsError(
             f"Linux guests need libunicorn {known} (its internal layout is known); "
             f"this is {'.'.join(map(str, version))}"
+        )
+    if not bundled():
+        raise UnicornInternalsError(
+            f"Linux guests need the libunicorn the unicorn wheel bundles (its internal "
+            f"layout is known); this one is {library_path()}"
         )
     return layout
 
@@ -154,7 +172,7 @@ def eflags_address(uc: Uc) -> int | None:
     write it there; only the arithmetic flags and DF live elsewhere while code runs), or
     None when this libunicorn's layout is unknown or the field does not follow IF as
     uc_reg_write sets and clears it. Call it while the CPU is stopped."""
-    if sys.platform != "linux" or os.uname().machine != "x86_64":
+    if sys.platform != "linux" or os.uname().machine != "x86_64" or not bundled():
         return None  # LAYOUTS are the x86_64 Linux wheel's
     layout = LAYOUTS.get(library_version())
     if layout is None:

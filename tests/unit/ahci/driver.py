@@ -127,12 +127,13 @@ def make_machine(
     pattern: bool = True,
     memory_mib: int = 16,
     faults=None,
-    observer=None,
+    tracer=None,
 ) -> Machine:
     """An HBA with in-memory disks (emu.testing.memory_disk) on its first ports, so that
     these tests exercise the HBA and not the image files; ``pattern`` fills every
-    sector with :func:`sector_pattern`. ``observer`` watches every port from the start
-    (a port's observer is fixed for its life)."""
+    sector with :func:`sector_pattern`. ``tracer`` (an emu.ahci.trace.Tracer) observes
+    every port from the start, as ``--trace`` does (a port's observer is fixed for its
+    life)."""
     memory = GuestMemory(memory_mib << 20)
     devices = []
     for index, size in enumerate(disk_sizes):
@@ -147,7 +148,7 @@ def make_machine(
         disks,
         lambda: machine.interrupts.append(1),
         lambda: machine.bus_master,
-        tracer=observer,
+        tracer=tracer,
         faults=faults,
     )
     return machine

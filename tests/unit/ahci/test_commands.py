@@ -301,7 +301,7 @@ def test_software_reset_by_control_fises_reports_the_signature(m):
 
 def test_trace_records_each_command():
     stream = io.StringIO()
-    m = make_machine(observer=Tracer(stream))
+    m = make_machine(tracer=Tracer(stream))
     m.start(0)
     m.command(0, h2d(READ_DMA_EXT, lba=3, count=1), [(DATA, 512)])
     m.issue(1)

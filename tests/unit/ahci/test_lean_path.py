@@ -1,6 +1,6 @@
 """The engine's lean path for plain sector transfers (READ/WRITE DMA EXT, READ/WRITE
 FPDMA QUEUED) against its full path: the same commands on two machines, one plain (the
-lean path runs) and one with a do-nothing observer attached (the full path runs), must
+lean path runs) and one with --trace's observer attached (the full path runs), must
 leave the guest the same registers, FISes, PRDBCs, RAM and disk contents."""
 
 import io
@@ -28,9 +28,8 @@ PORT_REGS = (regs.PxIS, regs.PxCI, regs.PxSACT, regs.PxTFD, regs.PxCMD, regs.PxS
 
 
 def _machine(lean: bool):
-    # anything watching (here --trace's observer) takes the full path
-    observer = None if lean else Tracer(io.StringIO())
-    m = make_machine(disk_sizes=(1 << 20,), memory_mib=RAM >> 20, observer=observer)
+    tracer = None if lean else Tracer(io.StringIO())  # anything watching: the full path
+    m = make_machine(disk_sizes=(1 << 20,), memory_mib=RAM >> 20, tracer=tracer)
     m.start(0)
     m.set_preg(0, regs.PxIE, 0xFFFFFFFF & regs.IE_WRITABLE)
     m.set_reg(regs.GHC, regs.GHC_IE | regs.GHC_AE)

@@ -10,8 +10,13 @@ import threading
 
 import pytest
 from bzimages import make_bzimage, make_vmlinux
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, Uc
-from unicorn.x86_const import UC_X86_REG_EFLAGS
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, UC_MODE_64, Uc
+from unicorn.x86_const import (
+    UC_X86_REG_CS,
+    UC_X86_REG_EFLAGS,
+    UC_X86_REG_ESP,
+    UC_X86_REG_GDTR,
+)
 
 from emu.machine import unicorn_internals
 from emu.machine.interrupts import EFLAGS_IF
@@ -51,13 +56,57 @@ def test_an_unknown_libunicorn_version_is_refused_with_one_line(monkeypatch):
 @pytest.mark.parametrize("mode", [UC_MODE_32, UC_MODE_64])
 def test_eflags_address_is_where_if_is_kept(mode):
     uc = Uc(UC_ARCH_X86, mode)
+    uc.reg_write(UC_X86_REG_EFLAGS, 0x8C3)  # OF SF CF and bit 1 set, IF clear
     address = unicorn_internals.eflags_address(uc)
     assert address is not None
+    assert uc.reg_read(UC_X86_REG_EFLAGS) == 0x8C3  # the check left EFLAGS as it was
     field = ctypes.c_uint32.from_address(address)
     for value in (0x202, 0x002, 0x246):  # IF set, clear, set with arithmetic flags
         uc.reg_write(UC_X86_REG_EFLAGS, value)
         assert field.value & EFLAGS_IF == value & EFLAGS_IF
-    assert uc.reg_read(UC_X86_REG_EFLAGS) == 0x246  # the check itself left EFLAGS alone
+
+
+def test_the_field_follows_if_as_guest_code_changes_it():
+    """STI, CLI, POPF and IRET in guest code, the field read at every instruction against
+    what uc_reg_read says."""
+    code = bytes.fromhex(
+        "fb"  # sti
+        "fa"  # cli
+        "9c 810c2400020000 9d"  # pushfd; or dword [esp], 0x200; popfd
+        "9c 81242400fdffff 9d"  # pushfd; and dword [esp], 0xfffffd00 (IF clear); popfd
+        "9c 810c2400020000 6a08 68 00000000 cf"  # an IRET frame with IF set, to the end
+    )
+    end = 0x1000 + len(code)
+    code = code.replace(bytes.fromhex("6800000000"), b"\x68" + end.to_bytes(4, "little"))
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x10000)
+    uc.mem_write(0x1000, code + b"\x90")
+    gdt = b"\0" * 8 + bytes.fromhex("ffff0000009acf00")  # a flat 32-bit code segment
+    uc.mem_write(0x3000, gdt)
+    uc.reg_write(UC_X86_REG_GDTR, (0, 0x3000, 15, 0))
+    uc.reg_write(UC_X86_REG_CS, 0x08)
+    uc.reg_write(UC_X86_REG_ESP, 0x8000)
+    uc.reg_write(UC_X86_REG_EFLAGS, 0x2)
+    field = ctypes.c_uint32.from_address(unicorn_internals.eflags_address(uc))
+    seen = []
+
+    def on_code(uc, _address, _size, _ud):
+        seen.append((field.value & EFLAGS_IF, uc.reg_read(UC_X86_REG_EFLAGS) & EFLAGS_IF))
+
+    uc.hook_add(UC_HOOK_CODE, on_code)
+    uc.emu_start(0x1000, end + 1)
+    assert len(seen) == 14  # every instruction, the NOP after IRET included
+    assert all(direct == api for direct, api in seen)
+    assert [direct for direct, _ in seen] == [0, 512, 0, 0, 0, 512, 512, 512, 0, 0, 0, 0, 0, 512]
+
+
+def test_a_libunicorn_other_than_the_wheels_is_not_trusted(monkeypatch):
+    monkeypatch.setattr(unicorn_internals, "library_path", lambda: "/usr/lib/libunicorn.so.2")
+    assert not unicorn_internals.bundled()
+    assert unicorn_internals.eflags_address(Uc(UC_ARCH_X86, UC_MODE_32)) is None
+    with pytest.raises(UnicornInternalsError) as info:
+        unicorn_internals._layout()
+    assert "/usr/lib/libunicorn.so.2" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_eflags_address_is_none_where_the_field_cannot_be_trusted(monkeypatch):
