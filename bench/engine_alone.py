@@ -70,8 +70,15 @@ class Rig:
 
 def _h2d(command: int, lba: int, count: int, features: int = 0) -> bytes:
     return _H2D.pack(
-        0x27, 0x80, command, features & 0xFF, (lba & 0xFFFFFF) | 0x40 << 24,
-        lba >> 24 | (features >> 8) << 24, count, 0, 0,
+        0x27,
+        0x80,
+        command,
+        features & 0xFF,
+        (lba & 0xFFFFFF) | 0x40 << 24,
+        lba >> 24 | (features >> 8) << 24,
+        count,
+        0,
+        0,
     )
 
 

@@ -146,7 +146,10 @@ OUTSIDE_IN_CODE = re.compile(r"/work/shared|\bshared/|DESIGN\.md|STYLE\.md|proto
 def test_no_source_file_points_outside_the_repository():
     tracked = subprocess.run(
         ["git", "ls-files", "emu", "bench", "firmware", "tests", ".ci", "pyproject.toml"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     here = Path(__file__).relative_to(ROOT).as_posix()
     offenders = [

@@ -265,6 +265,4 @@ def check_size(size: int, limit: int = MAX_DISK_SIZE, what: str = "a disk") -> N
     if size <= 0 or size % SECTOR_SIZE:
         raise StorageError(f"size {size} is not a positive multiple of {SECTOR_SIZE} bytes")
     if size > limit:
-        raise StorageError(
-            f"size {size} is larger than {what} may be ({limit >> 40} TiB at most)"
-        )
+        raise StorageError(f"size {size} is larger than {what} may be ({limit >> 40} TiB at most)")

@@ -32,8 +32,9 @@ class RawImage:
     parent_modify_uuid = None
     block_size = BLOCK_SIZE
 
-    def __init__(self, path: str, *, read_only: bool = False, exclusive: bool | None = None
-                 ) -> None:
+    def __init__(
+        self, path: str, *, read_only: bool = False, exclusive: bool | None = None
+    ) -> None:
         """``exclusive`` (default: when writable) picks the lock; a shareable medium is
         opened writable under a shared lock."""
         self.path = os.path.abspath(path)

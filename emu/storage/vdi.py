@@ -857,9 +857,7 @@ def _scan_map(hdr: Container, block_map: array, size: int, max_problems: int) ->
                     f"{hdr.offData + entry * BLOCK_SIZE}), past the end of the file ({size} bytes)"
                 )
             elif used[entry]:
-                problem = (
-                    f"blocks {block_map.index(entry)} and {index} both map to slot {entry}"
-                )
+                problem = f"blocks {block_map.index(entry)} and {index} both map to slot {entry}"
             else:
                 used[entry] = 1
                 count += 1

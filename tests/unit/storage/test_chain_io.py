@@ -53,9 +53,7 @@ def test_each_block_is_read_from_the_nearest_image_that_has_it_else_zeros(three)
 def test_reads_use_the_resolved_map_without_walking_the_chain(three, monkeypatch):
     calls = []
     real = VdiImage.block_state
-    monkeypatch.setattr(
-        VdiImage, "block_state", lambda self, i: calls.append(i) or real(self, i)
-    )
+    monkeypatch.setattr(VdiImage, "block_state", lambda self, i: calls.append(i) or real(self, i))
     with open_chain(three[0], read_only=True) as chain:
         assert calls == []  # opening resolves nothing
         chain.readv(500, [memoryview(bytearray(3 * MiB + 1000))])

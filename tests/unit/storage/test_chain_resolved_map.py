@@ -194,9 +194,7 @@ def test_parked_parents_are_reopened_and_read_correctly(tmp_path):
         assert read(chain) == expected
 
 
-def test_an_unchanged_parked_parent_is_reopened_without_parsing_its_header(
-    tmp_path, monkeypatch
-):
+def test_an_unchanged_parked_parent_is_reopened_without_parsing_its_header(tmp_path, monkeypatch):
     paths = _deep(tmp_path, 6)
     with _open_with_budget(paths, 1) as chain:
         monkeypatch.setattr(vdi, "_parse_header", lambda *a: pytest.fail("parsed again"))
@@ -259,8 +257,8 @@ def test_reads_into_several_buffers_equal_one_read_of_the_same_range(tmp_path, b
     paths = _deep(tmp_path, 12)
     with open_chain(paths[0], read_only=True) as chain:
         expected = read(chain)
-    chain = open_chain(paths[0], read_only=True) if budget is None else _open_with_budget(
-        paths, budget
+    chain = (
+        open_chain(paths[0], read_only=True) if budget is None else _open_with_budget(paths, budget)
     )
     with chain:
         rng = random.Random(11)

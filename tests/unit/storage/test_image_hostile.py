@@ -86,9 +86,7 @@ def test_a_16_tib_dynamic_vdi_is_ordinary(tmp_path):
     assert ops.describe(path)[0].allocated == 2 * MiB
 
 
-def test_whole_image_operations_on_a_16_tib_vdi_visit_only_its_stored_blocks(
-    tmp_path, monkeypatch
-):
+def test_whole_image_operations_on_a_16_tib_vdi_visit_only_its_stored_blocks(tmp_path, monkeypatch):
     size = 16 << 40
     base = ops.create_image(str(tmp_path / "big.vdi"), size)
     diff = ops.create_diff(base, str(tmp_path / "diff.vdi"))
@@ -98,8 +96,12 @@ def test_whole_image_operations_on_a_16_tib_vdi_visit_only_its_stored_blocks(
     real = Chain._locate
     monkeypatch.setattr(Chain, "_locate", lambda self, i: located.append(i) or real(self, i))
     steps = []
-    flat = ops.convert(diff, str(tmp_path / "flat.vdi"), fmt="vdi",
-                       progress=lambda done, total: steps.append((done, total)))
+    flat = ops.convert(
+        diff,
+        str(tmp_path / "flat.vdi"),
+        fmt="vdi",
+        progress=lambda done, total: steps.append((done, total)),
+    )
     assert steps == [(size // MiB, size // MiB)]
     assert len(located) < 10
     with open_chain(flat, read_only=True) as chain:
@@ -120,8 +122,9 @@ def test_create_refuses_a_size_above_the_limit_in_one_line(tmp_path, image_cli, 
 
 
 def test_a_raw_image_may_be_larger_than_a_vdi_up_to_what_lba48_addresses(tmp_path, image_cli):
-    status, _, err = image_cli("create", str(tmp_path / "d.img"), "--size", "99999999T",
-                               "--format", "raw")
+    status, _, err = image_cli(
+        "create", str(tmp_path / "d.img"), "--size", "99999999T", "--format", "raw"
+    )
     assert status == 1 and err.count("\n") == 1 and "131072 TiB at most" in err
 
 

@@ -48,31 +48,77 @@ EXAMPLES = int(os.environ.get("AHCI_EMU_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 HANG = 60  # seconds; any step this slow on a 4 MiB chain is a hang
 MiB = 1 << 20
 
-U32 = [0, 1, 2, 3, 4, 5, 0x17F, 0x180, 0x190, 0x200, MiB, MiB + 1, 1 << 26, (1 << 26) + 1,
-       0x7FFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF]
-U64 = [0, 512, 4 * MiB - 512, 4 * MiB, 4 * MiB + 512, 64 << 40, (64 << 40) + MiB, 1 << 63,
-       (1 << 64) - 1]
-U32_FIELDS = ["cbHeader", "u32Type", "fFlags", "offBlocks", "offData", "cbBlock",
-              "cbBlockExtra", "cBlocks", "cBlocksAllocated"]
+U32 = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    0x17F,
+    0x180,
+    0x190,
+    0x200,
+    MiB,
+    MiB + 1,
+    1 << 26,
+    (1 << 26) + 1,
+    0x7FFFFFFF,
+    0xFFFFFFFE,
+    0xFFFFFFFF,
+]
+U64 = [
+    0,
+    512,
+    4 * MiB - 512,
+    4 * MiB,
+    4 * MiB + 512,
+    64 << 40,
+    (64 << 40) + MiB,
+    1 << 63,
+    (1 << 64) - 1,
+]
+U32_FIELDS = [
+    "cbHeader",
+    "u32Type",
+    "fFlags",
+    "offBlocks",
+    "offData",
+    "cbBlock",
+    "cbBlockExtra",
+    "cBlocks",
+    "cBlocksAllocated",
+]
 
 u32 = st.one_of(st.sampled_from(U32), st.integers(0, 0xFFFFFFFF))
 header_edit = st.one_of(
     st.tuples(st.just("field"), st.sampled_from(U32_FIELDS), u32),
-    st.tuples(st.just("field"), st.just("cbDisk"), st.one_of(st.sampled_from(U64),
-                                                               st.integers(0, (1 << 64) - 1))),
+    st.tuples(
+        st.just("field"),
+        st.just("cbDisk"),
+        st.one_of(st.sampled_from(U64), st.integers(0, (1 << 64) - 1)),
+    ),
     st.tuples(st.just("geometry"), st.sampled_from(["LegacyGeometry", "LCHSGeometry"]), u32),
-    st.tuples(st.just("uuid"), st.sampled_from(["uuidCreate", "uuidModify", "uuidLinkage",
-                                                "uuidParentModify"]),
-              st.sampled_from(["nil", "other", "base", "diff"])),
+    st.tuples(
+        st.just("uuid"),
+        st.sampled_from(["uuidCreate", "uuidModify", "uuidLinkage", "uuidParentModify"]),
+        st.sampled_from(["nil", "other", "base", "diff"]),
+    ),
 )
-map_edit = st.tuples(st.just("entry"), st.integers(0, 5),
-                     st.one_of(st.sampled_from([0, 1, 2, 3, 4, 0xFFFFFFFE, 0xFFFFFFFF]), u32))
+map_edit = st.tuples(
+    st.just("entry"),
+    st.integers(0, 5),
+    st.one_of(st.sampled_from([0, 1, 2, 3, 4, 0xFFFFFFFE, 0xFFFFFFFF]), u32),
+)
 byte_edit = st.tuples(st.just("bytes"), st.integers(0, 3 * MiB), st.binary(min_size=1, max_size=16))
-size_edit = st.tuples(st.just("size"), st.sampled_from(["truncate", "extend"]),
-                      st.integers(0, 4 * MiB))
+size_edit = st.tuples(
+    st.just("size"), st.sampled_from(["truncate", "extend"]), st.integers(0, 4 * MiB)
+)
 edits = st.lists(
-    st.tuples(st.sampled_from(["base", "diff", "fixed"]),
-              st.one_of(header_edit, map_edit, byte_edit, size_edit)),
+    st.tuples(
+        st.sampled_from(["base", "diff", "fixed"]),
+        st.one_of(header_edit, map_edit, byte_edit, size_edit),
+    ),
     min_size=1,
     max_size=4,
 )
