@@ -132,12 +132,6 @@ def _batch_call(function: int, arguments: tuple[int, int, int]) -> bytes:
     )
 
 
-def _x86_64_host() -> bool:
-    """The machine code runs here (os.uname, not the platform module: that one costs
-    start-up time)."""
-    return sys.platform != "win32" and os.uname().machine.lower() in ("x86_64", "amd64")
-
-
 def _native_watch(
     armed: int, flag: int, on_open: int, entry: "InterruptEntry", eflags: int | None
 ) -> tuple[mmap.mmap, int] | None:
@@ -163,8 +157,8 @@ def _native_watch(
     (Each call is its ``mov rax, function; call rax``; the values libunicorn returns are
     not looked at: the registers are always there to read and write.)
     """
-    if not _x86_64_host():
-        return None
+    if sys.platform == "win32" or os.uname().machine.lower() not in ("x86_64", "amd64"):
+        return None  # (os.uname, not the platform module: that one costs start-up time)
     if_armed = b"\x48\xb8" + struct.pack("<Q", armed) + b"\x80\x38\x00\x75\x01\xc3"
     frame = b"\x53\x48\x89\xfb\x48\x83\xec\x10"
     test_if = struct.pack("<I", EFLAGS_IF)  # test dword [...], imm32
@@ -250,7 +244,7 @@ class InterruptWindow:
             ctypes.addressof(self._opened),
             rawhooks.function_pointer(self._on_open).value,
             self._entry,
-            eflags_address(self._uc) if _x86_64_host() else None,
+            eflags_address(self._uc),
         )
         if native is not None:
             self._native_page, self._native = native[0], ctypes.c_void_p(native[1])

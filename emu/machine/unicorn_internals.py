@@ -20,8 +20,9 @@ pyproject.toml allows:
 The multiboot board uses one field only, and never depends on it:
 :func:`eflags_address` gives the interrupt window (emu.machine.irqwindow) where
 EFLAGS.IF lives, after checking that the field follows IF as it is set and
-cleared; with an unknown libunicorn it gets None and reads EFLAGS through
-uc_reg_read instead.
+cleared; with a libunicorn whose layout is not known (another version, a
+library other than the wheel's, another host) it gets None and reads EFLAGS
+through uc_reg_read instead.
 """
 
 import ctypes
