@@ -123,8 +123,11 @@ def library_path() -> str:
 
 
 def bundled() -> bool:
-    """The binding loaded the libunicorn its wheel bundles, the build LAYOUTS describe (not
-    one named by LIBUNICORN_PATH or found on the system, whose layout may differ)."""
+    """The binding loaded the libunicorn the x86_64 Linux wheel bundles, the build LAYOUTS
+    describe (not one named by LIBUNICORN_PATH or found on the system, nor another
+    host's build, whose layouts may differ)."""
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return False
     package = os.path.dirname(os.path.dirname(os.path.abspath(_binding.__file__)))
     return os.path.dirname(os.path.abspath(library_path())) == os.path.join(package, "lib")
 
@@ -140,8 +143,8 @@ def _layout() -> Layout:
         )
     if not bundled():
         raise UnicornInternalsError(
-            f"Linux guests need the libunicorn the unicorn wheel bundles (its internal "
-            f"layout is known); this one is {library_path()}"
+            f"Linux guests need the libunicorn the unicorn wheel bundles for x86_64 Linux "
+            f"(its internal layout is known); this one is {library_path()}"
         )
     return layout
 
@@ -173,8 +176,8 @@ def eflags_address(uc: Uc) -> int | None:
     write it there; only the arithmetic flags and DF live elsewhere while code runs), or
     None when this libunicorn's layout is unknown or the field does not follow IF as
     uc_reg_write sets and clears it. Call it while the CPU is stopped."""
-    if sys.platform != "linux" or os.uname().machine != "x86_64" or not bundled():
-        return None  # LAYOUTS are the x86_64 Linux wheel's
+    if not bundled():
+        return None
     layout = LAYOUTS.get(library_version())
     if layout is None:
         return None

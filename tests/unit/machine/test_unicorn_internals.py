@@ -100,13 +100,19 @@ def test_the_field_follows_if_as_guest_code_changes_it():
     assert [direct for direct, _ in seen] == [0, 512, 0, 0, 0, 512, 512, 512, 0, 0, 0, 0, 0, 512]
 
 
-def test_a_libunicorn_other_than_the_wheels_is_not_trusted(monkeypatch):
-    monkeypatch.setattr(unicorn_internals, "library_path", lambda: "/usr/lib/libunicorn.so.2")
+@pytest.mark.parametrize("other", ["system library", "another host"])
+def test_a_libunicorn_other_than_the_wheels_is_not_trusted(monkeypatch, other):
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    assert unicorn_internals.bundled()
+    if other == "system library":
+        monkeypatch.setattr(unicorn_internals, "library_path", lambda: "/usr/lib/libunicorn.so.2")
+    else:
+        monkeypatch.setattr(unicorn_internals.sys, "platform", "darwin")
     assert not unicorn_internals.bundled()
-    assert unicorn_internals.eflags_address(Uc(UC_ARCH_X86, UC_MODE_32)) is None
+    assert unicorn_internals.eflags_address(uc) is None
     with pytest.raises(UnicornInternalsError) as info:
         unicorn_internals._layout()
-    assert "/usr/lib/libunicorn.so.2" in str(info.value) and "\n" not in str(info.value)
+    assert "wheel bundles for x86_64 Linux" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_eflags_address_is_none_where_the_field_cannot_be_trusted(monkeypatch):
